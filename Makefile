@@ -1,0 +1,39 @@
+# Every target bootstraps its own virtual environment in .venv (Python 3.11+).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-fast train bench serve lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[server,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+train: $(STAMP)
+	$(PY) -m ppo.train_all
+
+bench: $(STAMP)
+	timeout 3000 $(PY) -m benchmarks.env_throughput
+
+serve: $(STAMP)
+	$(PY) -m uvicorn server.app:app --host 0.0.0.0 --port 8000
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gymjax ppo server benchmarks tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format gymjax ppo server benchmarks tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache

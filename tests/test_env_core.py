@@ -1,0 +1,168 @@
+"""Core environment contract: conservation, bounds, determinism, vmap equivalence, no re-tracing."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gymjax
+from gymjax.types import ServeAction
+
+SMALL = dict(n_slots=32, queue_cap=64, max_arrivals=32, horizon_steps=12)
+
+
+@pytest.fixture(scope="module")
+def small_env():
+    return gymjax.make("static", **SMALL)
+
+
+def _rollout_fn(env, n_clusters, n_steps, policy):
+    """jitted vmapped rollout returning per-step counters, pools and flat obs."""
+
+    def run(key, params):
+        keys = jax.random.split(key, n_clusters)
+        obs, st = jax.vmap(env.reset, (0, None))(keys, params)
+
+        def body(st, k):
+            ka, ks = jax.random.split(k)
+            acts = policy(jax.random.split(ka, n_clusters))
+            obs, st, r, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, n_clusters), st, acts, params)
+            return st, (obs, r, info["counters"], info["kv_pool_blocks"], info["kv_blocks_used_max"], info["metrics"], trunc)
+
+        return jax.lax.scan(body, st, jax.random.split(key, n_steps))[1]
+
+    return jax.jit(run)
+
+
+def _check_invariants(env, out):
+    obs, r, c, pool, used, metrics, trunc = jax.device_get(out)
+    # conservation, every step, every cluster
+    np.testing.assert_array_equal(c["arrived"], c["finished"] + c["running"] + c["waiting"] + c["dropped"])
+    assert (c["arrived"].max() > 0)
+    # KV blocks used never exceed the pool
+    assert np.all(used <= pool + 1e-3), (used.max(), pool.min())
+    # observations finite and inside the documented box
+    assert np.all(np.isfinite(obs)) and obs.min() >= 0.0 and obs.max() <= 1.0
+    assert np.all(np.isfinite(r))
+    for name, leaf in vars(metrics).items():
+        assert np.all(np.isfinite(leaf)), name
+        assert np.all(np.asarray(leaf) >= 0), name
+    assert np.all((metrics.kv_occupancy <= 1.0 + 1e-6))
+    assert np.all((metrics.slo_attainment <= 1.0))
+
+
+@pytest.mark.parametrize("n_clusters", [1, 8])
+def test_invariants_random_actions(small_env, n_clusters):
+    env, params = small_env
+    space = env.action_space(params)
+    run = _rollout_fn(env, n_clusters, 14, lambda ks: jax.vmap(space.sample)(ks))
+    _check_invariants(env, run(jax.random.PRNGKey(n_clusters), params))
+
+
+def test_invariants_extreme_actions(small_env):
+    """Every corner of the action box, including invalid configurations and preemption storms."""
+    env, params = small_env
+    nvec = np.asarray(env.action_space(params).nvec)
+    corners = np.array([[(i >> j) & 1 for j in range(6)] for i in range(64)]) * (nvec - 1)
+    corners = jnp.asarray(corners, jnp.int32)
+    run = _rollout_fn(env, 64, 14, lambda ks: corners)
+    heavy = params.replace(base_rate_rps=params.base_rate_rps * 4)
+    _check_invariants(env, run(jax.random.PRNGKey(1), heavy))
+
+
+def test_invalid_configuration_is_observable_not_a_crash():
+    env, params = gymjax.make("static", model="llama-3-70b", **SMALL)  # 140 GB of BF16 weights on one H100
+    obs, st = env.reset(jax.random.PRNGKey(0), params)
+    obs, st, r, _, _, info = jax.jit(env.step)(jax.random.PRNGKey(1), st, env.encode_action(env.default_action()), params)
+    m = info["metrics"]
+    assert float(m.invalid_config) == 1.0 and float(m.throughput_tps) == 0.0
+    assert np.all(np.isfinite(np.asarray(obs)))
+    # the same model fits in INT4 on 1 GPU? 70e9 * 0.52 B = 36 GB: yes
+    a = env.default_action().replace(quantization_tier=jnp.int32(3))
+    obs, st, r, _, _, info = jax.jit(env.step)(jax.random.PRNGKey(2), st, a, params)
+    assert float(info["metrics"].invalid_config) == 0.0
+
+
+def test_same_key_same_trajectory_and_vmap_equals_single(small_env):
+    env, params = small_env
+    space = env.action_space(params)
+    run = _rollout_fn(env, 4, 10, lambda ks: jax.vmap(space.sample)(ks))
+    a = run(jax.random.PRNGKey(7), params)
+    b = run(jax.random.PRNGKey(7), params)
+    chex.assert_trees_all_equal(a, b)
+
+    # cluster i of the vmapped run equals a single-cluster run with the same keys
+    step = jax.jit(env.step)
+    reset = jax.jit(env.reset)
+    key = jax.random.PRNGKey(7)
+    keys = jax.random.split(key, 4)
+    step_keys = jax.random.split(key, 10)
+    for i in (0, 3):
+        obs, st = reset(keys[i], params)
+        for t in range(10):
+            ka, ks = jax.random.split(step_keys[t])
+            act = space.sample(jax.random.split(ka, 4)[i])
+            obs, st, r, _, _, info = step(jax.random.split(ks, 4)[i], st, act, params)
+            np.testing.assert_allclose(np.asarray(obs), np.asarray(a[0][t, i]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(float(r), float(a[1][t, i]), rtol=1e-5, atol=1e-6)
+            assert int(info["counters"]["finished"]) == int(a[2]["finished"][t, i])
+
+
+def test_no_retrace(small_env):
+    env, params = small_env
+    calls = {"n": 0}
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(key, st, a, params):
+        return env.step(key, st, a, params)
+
+    obs, st = env.reset(jax.random.PRNGKey(0), params)
+    for i in range(3):
+        a = env.action_space(params).sample(jax.random.PRNGKey(i))
+        obs, st, *_ = step(jax.random.PRNGKey(i), st, a, params)
+        calls["n"] += 1
+    typed = env.decode_action(a)
+    assert env.encode_action(typed).tolist() == a.tolist()
+
+
+def test_auto_reset_at_horizon(small_env):
+    env, params = small_env
+    obs, st = env.reset(jax.random.PRNGKey(0), params)
+    step = jax.jit(env.step)
+    a = env.encode_action(env.default_action())
+    truncs = []
+    for t in range(int(params.horizon_steps) + 1):
+        obs, st, r, term, trunc, info = step(jax.random.PRNGKey(t), st, a, params)
+        truncs.append(bool(trunc))
+        assert not bool(term)
+    assert truncs[int(params.horizon_steps) - 1] and sum(truncs) == 1
+    assert int(st.step) == 1  # one step into the new episode
+
+
+def test_serve_action_validation():
+    ok = dict(batch_cap=32, kv_budget_fraction=0.9, speculation_depth=2, quantization_tier=1, prefill_decode_split=0, priority_routing=1)
+    ServeAction.create(**ok)
+    with pytest.raises(ValueError, match=r"kv_budget_fraction.*\[0.05, 1\]"):
+        ServeAction.create(**{**ok, "kv_budget_fraction": 1.5})
+    with pytest.raises(ValueError, match="speculation_depth"):
+        ServeAction.create(**{**ok, "speculation_depth": 9})
+    with pytest.raises(TypeError, match="quantization_tier"):
+        ServeAction.create(**{**ok, "quantization_tier": 1.5})
+    with pytest.raises(TypeError, match="priority_routing"):
+        ServeAction.create(**{**ok, "priority_routing": "yes"})
+    with pytest.raises(ValueError, match="finite"):
+        ServeAction.create(**{**ok, "kv_budget_fraction": float("nan")})
+    with pytest.raises(ValueError, match="missing"):
+        ServeAction.create(batch_cap=3)
+    env, _ = gymjax.make("static", **SMALL)
+    with pytest.raises(ValueError, match=r"batch_cap=64 is out of range \[1, 32\]"):
+        env.validate_action(ServeAction.create(**{**ok, "batch_cap": 64}))
+
+
+def test_unknown_env_lists_valid_names():
+    with pytest.raises(ValueError, match="static"):
+        gymjax.make("nope")
+    with pytest.raises(ValueError, match="unknown override"):
+        gymjax.make("static", bogus=1)
