@@ -1,0 +1,192 @@
+"""Trace-replay tasks: ``azure-replay`` (the Azure 2023 code + conversation traces as two tenants)
+and ``trace`` (a user's own CSV: ``gymjax.make("trace", path="my.csv")``).
+
+Arrivals are replayed from the binned trace (:func:`gymjax.traces.bin_trace`): each reset draws a
+window start uniformly, so different seeds replay different windows of the trace. The tenants'
+length distributions (``LengthDist(samples=...)``) are the trace's own, for anything that reads
+them; the replayed requests carry their exact lengths.
+
+``python -m gymjax.trace_tasks`` prints the load calibration of ``azure-replay`` (SLO attainment of
+the vLLM default and of a few alternative constant actions, over seeds) quoted in docs/traces.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+
+from gymjax.engine import EnvConfig
+from gymjax.tasks import TaskSpec, TenantSpec, register
+from gymjax.traces import Trace, bin_trace, length_dist, load_packaged_trace, load_trace, merge_traces, scale_time
+
+# azure-replay calibration (see docs/traces.md for the measurements behind these numbers)
+AZURE_SPEEDUP = 1.75  # trace seconds per simulated second
+AZURE_N_GPUS = 1
+AZURE_HORIZON_STEPS = 250
+AZURE_N_SLOTS = 128
+
+# SLO classes. Code completion sits in an editor: a suggestion that comes after ~1 s is useless, and
+# its outputs are short (p50 13 tokens), so TTFT dominates; it gets priority. Chat is read as it
+# streams: a 2 s first token is acceptable and 80 ms/token (12.5 tokens/s) still outpaces reading.
+CODE_TENANT = TenantSpec(name="code", priority=2.0, slo_ttft_s=1.0, slo_tpot_s=0.05, spec_acceptance=0.8)
+CONV_TENANT = TenantSpec(name="conv", priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.6)
+
+
+@lru_cache(maxsize=1)
+def azure_trace() -> Trace:
+    """The code and conversation traces merged as tenants 0 (code) and 1 (conv), on their shared
+    wall clock (both cover 2023-11-16 18:15-19:14 UTC)."""
+    return merge_traces([load_packaged_trace("azure-code"), load_packaged_trace("azure-conv")], names=("code", "conv"))
+
+
+def trace_task_spec(trace: Trace, name: str, description: str, tenants: tuple[TenantSpec, ...], *, dt_s: float = 1.0,
+                    speedup: float = 1.0, horizon_steps: int = 200, n_gpus: int = 1, n_slots: int = 64,
+                    queue_cap: int = 256, **spec_kw) -> TaskSpec:
+    """A replay :class:`TaskSpec` of ``trace`` (tenant rows in trace order), time-compressed by
+    ``speedup`` and binned at ``dt_s``. ``max_arrivals`` is the largest per-bin count (no arrival is
+    dropped at the door). Each tenant spec's lengths are replaced by the trace's empirical ones."""
+    if len(tenants) != trace.n_tenants:
+        raise ValueError(f"{len(tenants)} tenant specs for a trace with {trace.n_tenants} tenants")
+    scaled = scale_time(trace, speedup) if speedup != 1.0 else trace
+    binned = bin_trace(scaled, dt_s)
+    n_bins = binned["count"].shape[0]
+    if n_bins < horizon_steps:
+        raise ValueError(f"the trace spans {n_bins} intervals of {dt_s} s (speedup {speedup}), fewer than "
+                         f"horizon_steps={horizon_steps}; lower the horizon or the speedup")
+    tenants = tuple(
+        dataclasses.replace(t, prompt=length_dist(trace, i, "prompt"), output=length_dist(trace, i, "output"),
+                            base_rate_rps=float(binned["count"][:, i].mean() / dt_s))
+        for i, t in enumerate(tenants)
+    )
+    cfg = EnvConfig(use_trace=True, n_tenants=len(tenants), max_arrivals=int(binned["offset_s"].shape[2]),
+                    n_slots=n_slots, queue_cap=queue_cap)
+    return TaskSpec(name=name, description=description, tenants=tenants, horizon_steps=horizon_steps, dt_s=dt_s,
+                    n_gpus=n_gpus, config=cfg, trace=binned, **spec_kw)
+
+
+def azure_replay_spec(speedup: float = AZURE_SPEEDUP, n_gpus: int = AZURE_N_GPUS,
+                      horizon_steps: int = AZURE_HORIZON_STEPS, n_slots: int = AZURE_N_SLOTS) -> TaskSpec:
+    return trace_task_spec(
+        azure_trace(), "azure-replay",
+        "Azure LLM inference traces 2023 (CC-BY 4.0) replayed as two tenants on Llama-3-8B / "
+        f"{n_gpus}xH100: code completion (on/off bursts, long prompts, short outputs; TTFT 1 s, TPOT 50 ms, "
+        f"priority 2) and conversation (near-Poisson, drifting; TTFT 2 s, TPOT 80 ms, priority 1), "
+        f"time-compressed {speedup:g}x. Each seed replays a different window. Hard.",
+        (CODE_TENANT, CONV_TENANT), speedup=speedup, horizon_steps=horizon_steps, n_gpus=n_gpus, n_slots=n_slots,
+        model="llama-3-8b", gpu="h100",
+    )
+
+
+@register("azure-replay")
+def _azure_replay() -> TaskSpec:
+    return azure_replay_spec()
+
+
+def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0, horizon_steps: int | None = None,
+                    tenants: tuple[TenantSpec, ...] | None = None, n_gpus: int = 1, n_slots: int = 64,
+                    queue_cap: int = 256, model: str = "llama-3-8b", gpu: str = "h100") -> TaskSpec:
+    """The :class:`TaskSpec` of a user's trace CSV (generic or Azure format, see :mod:`gymjax.traces`).
+
+    Defaults: one tenant per distinct ``tenant`` value (or one), each with TTFT 2 s / TPOT 80 ms,
+    priority 1, speculation acceptance 0.7; Llama-3-8B on 1xH100; dt 1 s; no time scaling; a
+    horizon of 200 steps, or the whole trace if it spans fewer intervals; 64 batch slots; a
+    256-request queue per tenant; ``max_arrivals`` = the largest per-interval count of any tenant.
+    """
+    tr = load_trace(path)
+    if tenants is None:
+        tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.7) for n in tr.tenant_names)
+    n_bins = int((tr.arrival_s[-1] - tr.arrival_s[0]) / speedup // dt_s) + 1
+    return trace_task_spec(
+        tr, "trace", f"Replay of {Path(path).name}: {tr.n_requests} requests, {tr.n_tenants} tenant(s) "
+        f"({', '.join(tr.tenant_names)}), {tr.duration_s:.0f} s, on {model} / {n_gpus}x{gpu}.",
+        tenants, dt_s=dt_s, speedup=speedup, horizon_steps=min(200, n_bins) if horizon_steps is None else horizon_steps,
+        n_gpus=n_gpus, n_slots=n_slots, queue_cap=queue_cap, model=model, gpu=gpu,
+    )
+
+
+@register("trace")
+def _trace(path: str | Path | None = None) -> TaskSpec:
+    if path is None:
+        raise ValueError('the "trace" task needs a CSV: gymjax.make("trace", path="my.csv"); '
+                         "format: arrival_s,prompt_tokens,output_tokens[,tenant] (see docs/traces.md)")
+    return user_trace_spec(path)
+
+
+def make_trace(path: str | Path, **kw):
+    """``(env, params)`` of a user's trace with a binning or time scaling that ``gymjax.make("trace")``
+    cannot override (``dt_s``, ``speedup``); keyword arguments as :func:`user_trace_spec`."""
+    from gymjax.env import ServingEnv
+    from gymjax.tasks import build_params
+
+    spec = user_trace_spec(path, **kw)
+    env = ServingEnv(spec.config, build_params(spec), name="trace")
+    env.spec = spec
+    return env, env.default_params
+
+
+# --------------------------------------------------------------------------------------------------
+# Calibration (python -m gymjax.trace_tasks)
+# --------------------------------------------------------------------------------------------------
+
+
+def calibrate(n_seeds: int = 8, **spec_kw) -> dict[str, float]:
+    """SLO attainment (met / arrived over all tenants, pooled over ``n_seeds`` windows) of a few
+    constant actions on ``azure_replay_spec(**spec_kw)``."""
+    import jax
+    import jax.numpy as jnp
+
+    from gymjax.env import ServingEnv
+    from gymjax.tasks import build_params
+
+    spec = azure_replay_spec(**spec_kw)
+    env = ServingEnv(spec.config, build_params(spec), name=spec.name)
+    params = env.default_params
+    d = env.default_action()
+    candidates = {
+        "vllm-default": d,
+        "fp8": d.replace(quantization_tier=jnp.int32(1)),
+        "fp8+priority": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1)),
+        "fp8+priority+chunk512": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1),
+                                           prefill_decode_split=jnp.int32(1)),
+        "fp8+spec2+priority": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1),
+                                        speculation_depth=jnp.int32(2)),
+    }
+
+    def episode(key, action):
+        _, st = env.reset(key, params)
+
+        def body(carry, k):
+            st = carry
+            _, st2, _, _, _, info = env.step(k, st, action, params)
+            return st2, info["episode"]
+
+        _, eps = jax.lax.scan(body, st, jax.random.split(key, spec.horizon_steps))
+        return jax.tree.map(lambda x: x[-1], eps)
+
+    run = jax.jit(jax.vmap(episode, in_axes=(0, None)))
+    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+    out = {}
+    for name, a in candidates.items():
+        ep = run(keys, a)
+        arrived = float(ep.arrived.sum())
+        met = float(ep.slo_met.sum())
+        per_tenant = (ep.slo_met.sum(0) / jnp.maximum(ep.arrived.sum(0), 1)).tolist()
+        out[name] = met / max(arrived, 1.0)
+        print(f"{name:24s} attainment {out[name]:.3f}  per tenant {[round(x, 3) for x in per_tenant]}  "
+              f"per seed {[round(x, 2) for x in (ep.slo_met.sum(1) / jnp.maximum(ep.arrived.sum(1), 1)).tolist()]}  "
+              f"dropped {int(ep.dropped.sum())}/{int(arrived)}")
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Load calibration of the azure-replay task.")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--speedup", type=float, default=AZURE_SPEEDUP)
+    ap.add_argument("--n-gpus", type=int, default=AZURE_N_GPUS)
+    ap.add_argument("--horizon", type=int, default=AZURE_HORIZON_STEPS)
+    ap.add_argument("--n-slots", type=int, default=AZURE_N_SLOTS)
+    a = ap.parse_args()
+    calibrate(a.seeds, speedup=a.speedup, n_gpus=a.n_gpus, horizon_steps=a.horizon, n_slots=a.n_slots)
