@@ -6,7 +6,7 @@ window start uniformly, so different seeds replay different windows of the trace
 length distributions (``LengthDist(samples=...)``) are the trace's own, for anything that reads
 them; the replayed requests carry their exact lengths.
 
-``python -m gymjax.trace_tasks`` prints the load calibration of ``azure-replay`` (SLO attainment of
+``python -m gymjax.traces calibrate`` prints the load calibration of ``azure-replay`` (SLO attainment of
 the vLLM default and of a few alternative constant actions, over seeds) quoted in docs/traces.md.
 """
 
@@ -15,10 +15,16 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gymjax.engine import EnvConfig
 from gymjax.tasks import TaskSpec, TenantSpec, register
-from gymjax.traces import Trace, bin_trace, length_dist, load_packaged_trace, load_trace, merge_traces, scale_time
+
+if TYPE_CHECKING:
+    from gymjax.traces import Trace
+
+# gymjax.traces is imported where it is used: ``import gymjax`` imports this module, and an import of
+# gymjax.traces here would make ``python -m gymjax.traces`` warn (module imported before it runs)
 
 # azure-replay calibration (see docs/traces.md for the measurements behind these numbers)
 AZURE_SPEEDUP = 1.75  # trace seconds per simulated second
@@ -37,6 +43,8 @@ CONV_TENANT = TenantSpec(name="conv", priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0
 def azure_trace() -> Trace:
     """The code and conversation traces merged as tenants 0 (code) and 1 (conv), on their shared
     wall clock (both cover 2023-11-16 18:15-19:14 UTC)."""
+    from gymjax.traces import load_packaged_trace, merge_traces
+
     return merge_traces([load_packaged_trace("azure-code"), load_packaged_trace("azure-conv")], names=("code", "conv"))
 
 
@@ -46,6 +54,8 @@ def trace_task_spec(trace: Trace, name: str, description: str, tenants: tuple[Te
     """A replay :class:`TaskSpec` of ``trace`` (tenant rows in trace order), time-compressed by
     ``speedup`` and binned at ``dt_s``. ``max_arrivals`` is the largest per-bin count (no arrival is
     dropped at the door). Each tenant spec's lengths are replaced by the trace's empirical ones."""
+    from gymjax.traces import bin_trace, length_dist, scale_time
+
     if len(tenants) != trace.n_tenants:
         raise ValueError(f"{len(tenants)} tenant specs for a trace with {trace.n_tenants} tenants")
     scaled = scale_time(trace, speedup) if speedup != 1.0 else trace
@@ -93,6 +103,8 @@ def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0
     horizon of 200 steps, or the whole trace if it spans fewer intervals; 64 batch slots; a
     256-request queue per tenant; ``max_arrivals`` = the largest per-interval count of any tenant.
     """
+    from gymjax.traces import load_trace
+
     tr = load_trace(path)
     if tenants is None:
         tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.7) for n in tr.tenant_names)
@@ -126,13 +138,13 @@ def make_trace(path: str | Path, **kw):
 
 
 # --------------------------------------------------------------------------------------------------
-# Calibration (python -m gymjax.trace_tasks)
+# Calibration (python -m gymjax.traces calibrate)
 # --------------------------------------------------------------------------------------------------
 
 
 def calibrate(n_seeds: int = 8, **spec_kw) -> dict[str, float]:
     """SLO attainment (met / arrived over all tenants, pooled over ``n_seeds`` windows) of a few
-    constant actions on ``azure_replay_spec(**spec_kw)``."""
+    constant actions on ``azure_replay_spec(**spec_kw)`` (``python -m gymjax.traces calibrate``)."""
     import jax
     import jax.numpy as jnp
 
@@ -178,15 +190,3 @@ def calibrate(n_seeds: int = 8, **spec_kw) -> dict[str, float]:
               f"dropped {int(ep.dropped.sum())}/{int(arrived)}")
     return out
 
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Load calibration of the azure-replay task.")
-    ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--speedup", type=float, default=AZURE_SPEEDUP)
-    ap.add_argument("--n-gpus", type=int, default=AZURE_N_GPUS)
-    ap.add_argument("--horizon", type=int, default=AZURE_HORIZON_STEPS)
-    ap.add_argument("--n-slots", type=int, default=AZURE_N_SLOTS)
-    a = ap.parse_args()
-    calibrate(a.seeds, speedup=a.speedup, n_gpus=a.n_gpus, horizon_steps=a.horizon, n_slots=a.n_slots)

@@ -20,8 +20,9 @@ compress time) -> :func:`bin_trace`, which returns the ``TaskSpec.trace`` dict t
 replays: per control interval (bin) and tenant, the arrival count, the offsets within the interval
 and the prompt/output lengths.
 
-``python -m gymjax.traces FILE [FILE ...]`` prints the statistics of trace files (the numbers in
-``docs/traces.md`` come from it).
+``python -m gymjax.traces stats FILE [FILE ...]`` prints the statistics of trace files and
+``python -m gymjax.traces calibrate`` the load calibration of ``azure-replay`` (the numbers in
+``docs/traces.md`` come from these two commands).
 """
 
 from __future__ import annotations
@@ -408,8 +409,8 @@ def length_dist(trace: Trace, tenant: int | str = 0, which: str = "prompt"):
 
 def trace_stats(trace: Trace) -> dict[str, dict[str, float]]:
     """Per-tenant statistics: requests, span, mean rate, inter-arrival CV, max/mean arrivals per
-    second, prompt and output p50/p90/p99/max and mean, and the Spearman rank correlation of prompt
-    and output lengths."""
+    second, gaps of 10 s or more and the longest, the range of arrivals per full minute, prompt and
+    output p50/p90/p99/max and mean, and the Spearman rank correlation of prompt and output lengths."""
     out = {}
     for t, name in enumerate(trace.tenant_names):
         m = trace.tenant == t
@@ -420,7 +421,10 @@ def trace_stats(trace: Trace) -> dict[str, dict[str, float]]:
         st = {"requests": int(a.size), "span_s": span, "mean_rps": a.size / span if span > 0 else float("nan"),
               "interarrival_cv": float(gaps.std() / gaps.mean()) if gaps.size and gaps.mean() > 0 else float("nan"),
               "max_per_s": int(per_s.max()), "mean_per_s": float(per_s.mean()),
-              "gaps_over_10s": int((gaps >= 10.0).sum())}
+              "gaps_over_10s": int((gaps >= 10.0).sum()),
+              "max_gap_s": float(gaps.max()) if gaps.size else 0.0}
+        per_min = np.bincount(np.floor((a - a[0]) / 60.0).astype(np.int64))[:-1] if a.size else np.zeros(0)  # full minutes
+        st.update({"per_min_min": int(per_min.min()) if per_min.size else 0, "per_min_max": int(per_min.max()) if per_min.size else 0})
         for label, x in (("prompt", p), ("output", o)):
             q = np.percentile(x, [50, 90, 99]) if x.size else [np.nan] * 3
             st.update({f"{label}_p50": float(q[0]), f"{label}_p90": float(q[1]), f"{label}_p99": float(q[2]),
@@ -448,18 +452,34 @@ def _average_ranks(v: np.ndarray) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m gymjax.traces FILE [FILE ...]`` (or ``azure-code`` / ``azure-conv``): statistics."""
+    """Command line: ``python -m gymjax.traces stats FILE [FILE ...]`` prints trace statistics (files, or
+    the packaged names azure-code / azure-conv); ``python -m gymjax.traces calibrate [--speedup S]
+    [--n-gpus N] [--horizon H] [--seeds K]`` prints the load calibration of the azure-replay task."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m gymjax.traces", description="Print statistics of trace CSV files.")
-    ap.add_argument("files", nargs="+", help="CSV paths, or the packaged names azure-code / azure-conv")
+    ap = argparse.ArgumentParser(prog="python -m gymjax.traces", description="Trace statistics and azure-replay calibration.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    st = sub.add_parser("stats", help="per-tenant statistics of trace CSV files")
+    st.add_argument("files", nargs="+", help="CSV paths, or the packaged names azure-code / azure-conv")
+    cal = sub.add_parser("calibrate", help="SLO attainment of constant actions on azure-replay, over seeds")
+    cal.add_argument("--seeds", type=int, default=8)
+    cal.add_argument("--speedup", type=float, default=None, help="time compression (default: the task's)")
+    cal.add_argument("--n-gpus", type=int, default=None)
+    cal.add_argument("--horizon", type=int, default=None)
+    cal.add_argument("--n-slots", type=int, default=None)
     args = ap.parse_args(argv)
-    for f in args.files:
-        tr = load_packaged_trace(f) if f in PACKAGED_TRACES else load_trace(f)
-        for name, st in trace_stats(tr).items():
-            print(f"{f} [{name}]")
-            for k, v in st.items():
-                print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    if args.cmd == "stats":
+        for f in args.files:
+            tr = load_packaged_trace(f) if f in PACKAGED_TRACES else load_trace(f)
+            for name, stats in trace_stats(tr).items():
+                print(f"{f} [{name}]")
+                for k, v in stats.items():
+                    print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    else:
+        from gymjax.trace_tasks import calibrate
+
+        kw = {"speedup": args.speedup, "n_gpus": args.n_gpus, "horizon_steps": args.horizon, "n_slots": args.n_slots}
+        calibrate(args.seeds, **{k: v for k, v in kw.items() if v is not None})
 
 
 if __name__ == "__main__":

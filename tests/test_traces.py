@@ -289,3 +289,11 @@ def test_user_trace_task(tmp_path):
     with pytest.raises(TraceFormatError, match="line 2"):
         gymjax.make("trace", path=str(write(tmp_path, f"{GEN}\n0,0,1\n", "bad.csv")))
 
+
+
+def test_stats_command_line(tmp_path, capsys):
+    p = write(tmp_path, "arrival_s,prompt_tokens,output_tokens\n0,10,1\n0.5,30,3\n20.5,20,2\n", "cli.csv")
+    traces.main(["stats", str(p)])
+    out = capsys.readouterr().out
+    assert "[cli]" in out and "requests                 3" in out and "prompt_p50               20" in out
+    assert "gaps_over_10s            1" in out and "max_gap_s                20" in out
