@@ -373,7 +373,7 @@ def bin_trace(trace: Trace, dt_s: float, tenants: Sequence[int | str] | None = N
     fit = rank < A
     off = rel - b * dt_s
     # float rounding must not push an offset to dt_s (the next interval)
-    off = np.minimum(off, np.nextafter(np.float32(dt_s), np.float32(0)))
+    off = np.clip(off, 0.0, np.nextafter(np.float32(dt_s), np.float32(0)))
     offset_s = np.full((n_bins, T, A), dt_s, np.float32)
     p = np.ones((n_bins, T, A), np.int32)
     o = np.ones((n_bins, T, A), np.int32)
