@@ -24,7 +24,7 @@ train: $(STAMP)
 	$(PY) -m ppo.train_all
 
 bench: $(STAMP)
-	timeout 3000 $(PY) -m benchmarks.env_throughput
+	timeout 3000 $(PY) -m benchmarks.run_all
 
 serve: $(STAMP)
 	$(PY) -m uvicorn server.app:app --host 0.0.0.0 --port 8000

@@ -8,7 +8,7 @@
 from gymjax.engine import EnvConfig
 from gymjax.env import ServingEnv
 from gymjax.spaces import KNOB_NAMES, knob_table
-from gymjax.tasks import TaskSpec, TenantSpec, LengthDist, make, registered_envs, task_spec
+from gymjax.tasks import LengthDist, TaskSpec, TenantSpec, make, registered_envs, task_spec
 from gymjax.types import EnvParams, EnvState, EpisodeStats, Observation, ServeAction
 
 __all__ = [

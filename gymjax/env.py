@@ -207,7 +207,7 @@ class ServingEnv:
         return EnvState(
             active=jnp.zeros(B, bool), tenant=jnp.zeros(B, I32), prompt=jnp.zeros(B, I32), out_len=jnp.ones(B, I32),
             target=zB, prefilled=zB, generated=zB, kv_tokens=zB, t_arrival=zB, t_first=zB - 1.0,
-            ready_at=jnp.full(B, jnp.inf, F32),
+            ready_at=jnp.full(B, engine.NEVER, F32),
             pr_slot=jnp.full(c.prefill_ring, B, I32), pr_head=jnp.int32(0), pr_count=jnp.int32(0),
             q_arrival=jnp.zeros((T, Q), F32), q_prompt=jnp.zeros((T, Q), I32), q_out=jnp.ones((T, Q), I32),
             q_generated=jnp.zeros((T, Q), F32), q_first=jnp.full((T, Q), -1.0, F32),
@@ -310,9 +310,11 @@ class ServingEnv:
         split_change = act.prefill_decode_split != st.action.prefill_decode_split
         down = jnp.maximum(jnp.where(tier_change, params.reload_s, 0.0), jnp.where(split_change, params.drain_s, 0.0))
         st = st.replace(down_until=jnp.where(down > 0, jnp.maximum(st.down_until, t_start + down), st.down_until))
-        st = jax.lax.cond(tier_change & st.active.any(), lambda s: engine.requeue(c, params, s, s.active), lambda s: s, st)
-        st = st.replace(action=act)
         plan = self.plan(params, act)
+        # the KV cache is lost on a reload, or rebuilt when the new budget cannot hold what is in use
+        lose_cache = (tier_change | (engine.kv_blocks(st).sum() > plan.pool_blocks)) & st.active.any()
+        st = jax.lax.cond(lose_cache, lambda s: engine.requeue_all(c, s), lambda s: s, st)
+        st = st.replace(action=act)
 
         # arrivals and client timeouts
         times, prompt, out, valid, n_arrived = self._arrivals(k_arr, st, params)

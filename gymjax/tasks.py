@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -207,3 +207,6 @@ def _static() -> TaskSpec:
         description="One chat tenant, steady Poisson traffic on Llama-3-8B / 1xH100. Easy.",
         tenants=(TenantSpec(name="chat", base_rate_rps=12.0),),
     )
+
+
+from gymjax import trace_tasks  # noqa: E402,F401  (registers trace tasks)

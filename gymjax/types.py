@@ -10,7 +10,6 @@ from __future__ import annotations
 import numbers
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 

@@ -28,7 +28,8 @@ def _rollout_fn(env, n_clusters, n_steps, policy):
             ka, ks = jax.random.split(k)
             acts = policy(jax.random.split(ka, n_clusters))
             obs, st, r, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, n_clusters), st, acts, params)
-            return st, (obs, r, info["counters"], info["kv_pool_blocks"], info["kv_blocks_used_max"], info["metrics"], trunc)
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(st) if jnp.issubdtype(x.dtype, jnp.floating)]))
+            return st, (obs, r, info["counters"], info["kv_pool_blocks"], info["kv_blocks_used_max"], info["metrics"], trunc, finite)
 
         return jax.lax.scan(body, st, jax.random.split(key, n_steps))[1]
 
@@ -36,7 +37,8 @@ def _rollout_fn(env, n_clusters, n_steps, policy):
 
 
 def _check_invariants(env, out):
-    obs, r, c, pool, used, metrics, trunc = jax.device_get(out)
+    obs, r, c, pool, used, metrics, trunc, state_finite = jax.device_get(out)
+    assert np.all(state_finite), "a state leaf went non-finite"
     # conservation, every step, every cluster
     np.testing.assert_array_equal(c["arrived"], c["finished"] + c["running"] + c["waiting"] + c["dropped"])
     assert (c["arrived"].max() > 0)
@@ -48,8 +50,8 @@ def _check_invariants(env, out):
     for name, leaf in vars(metrics).items():
         assert np.all(np.isfinite(leaf)), name
         assert np.all(np.asarray(leaf) >= 0), name
-    assert np.all((metrics.kv_occupancy <= 1.0 + 1e-6))
-    assert np.all((metrics.slo_attainment <= 1.0))
+    assert np.all(metrics.kv_occupancy <= 1.0 + 1e-6)
+    assert np.all(metrics.slo_attainment <= 1.0)
 
 
 @pytest.mark.parametrize("n_clusters", [1, 8])

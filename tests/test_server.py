@@ -1,0 +1,327 @@
+"""The OpenEnv server, end to end: a real uvicorn process on 127.0.0.1, real clients.
+
+One server per module (its compilation is the cost); every test leaves the server usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import jax
+import numpy as np
+import pytest
+
+import gymjax
+from gymjax.spaces import KNOB_NAMES, knob_table
+from server.launch import TEST_SIZES, running_server
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENENV = Path(sys.executable).with_name("openenv")
+SESSION_TIMEOUT_S = 4.0
+MAX_SESSIONS = 12
+# two tasks driven concurrently: "bursty" once it is registered, else "static" with other overrides
+SECOND = "bursty" if "bursty" in gymjax.registered_envs() else "static"
+TASKS = ("static",) if SECOND == "static" else ("static", SECOND)
+
+ACTIONS = [  # varied, including slow-knob changes (reload/drain), so every knob travels
+    {"batch_cap": 32, "kv_budget_fraction": 0.9, "speculation_depth": 0, "quantization_tier": 0, "prefill_decode_split": 2, "priority_routing": 0},
+    {"batch_cap": 8, "kv_budget_fraction": 0.8, "speculation_depth": 3, "quantization_tier": 0, "prefill_decode_split": 2, "priority_routing": 1},
+    {"batch_cap": 16, "kv_budget_fraction": 0.6, "speculation_depth": 1, "quantization_tier": 1, "prefill_decode_split": 0, "priority_routing": 0},
+    {"batch_cap": 24, "kv_budget_fraction": 0.95, "speculation_depth": 0, "quantization_tier": 1, "prefill_decode_split": 1, "priority_routing": 1},
+]
+
+
+def action(i: int) -> dict:
+    return ACTIONS[i % len(ACTIONS)]
+
+
+@pytest.fixture(scope="module")
+def url():
+    extra = {"INFERENCEGYM_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S), "INFERENCEGYM_MAX_SESSIONS": str(MAX_SESSIONS)}
+    with running_server(TASKS, TEST_SIZES, extra) as base:
+        for t in TASKS:  # wait for each task's compilation once, here
+            r = httpx.post(f"{base}/reset", json={"task": t}, timeout=240)
+            assert r.status_code == 200, r.text
+            httpx.post(f"{base}/close", json={"session_id": r.json()["session_id"]}, timeout=10)
+        yield base
+
+
+@pytest.fixture()
+def http(url):
+    with httpx.Client(base_url=url, timeout=30) as c:
+        yield c
+
+
+def open_session(http, **body) -> str:
+    r = http.post("/reset", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()["session_id"]
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP sessions are real episodes
+# ------------------------------------------------------------------------------------------------
+
+
+def test_reset_with_empty_body_or_none_answers_200(http):
+    for kwargs in ({"json": {}}, {}):
+        r = http.post("/reset", **kwargs)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["done"] is False and body["reward"] is None and body["session_id"]
+        assert body["observation"]["task"] == "static" and body["observation"]["step"] == 0
+        http.post("/close", json={"session_id": body["session_id"]})
+
+
+def test_http_episode_keeps_state_across_requests_and_is_graded(http):
+    horizon = TEST_SIZES["horizon_steps"]
+    sid = open_session(http, task="static", seed=5)
+    r = http.post("/grader", json={"session_id": sid})
+    assert r.status_code == 409  # not finished yet: no score from a partial episode
+    rewards = []
+    for i in range(horizon):
+        r = http.post("/step", json={"session_id": sid, "action": action(i)})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        rewards.append(body["reward"])
+        assert body["observation"]["step"] == i + 1
+        assert body["done"] is (i + 1 == horizon)
+        st = http.get("/state", params={"session_id": sid}).json()
+        assert st["step_count"] == i + 1 and st["session_id"] == sid and st["seed"] == 5
+        assert st["action_in_force"]["batch_cap"] == action(i)["batch_cap"]
+    counters = body["observation"]["counters"]
+    assert counters["arrived"] == counters["finished"] + counters["running"] + counters["waiting"] + counters["dropped"]
+    assert counters["arrived"] > 0
+    r = http.post("/step", json={"session_id": sid, "action": action(0)})
+    assert r.status_code == 409  # the episode is over until a reset
+    if not hasattr(gymjax, "grade"):
+        pytest.skip("gymjax.grade not available yet")
+    g = http.post("/grader", json={"session_id": sid})
+    assert g.status_code == 200, g.text
+    g = g.json()
+    assert 0.0 <= g["score"] <= 1.0 and g["steps"] == horizon and g["task"] == "static"
+    assert g["reward_sum"] == pytest.approx(sum(rewards), rel=1e-5)
+    assert body["observation"]["score"] == pytest.approx(g["score"])
+    assert sum(g["episode"]["arrived"]) == counters["arrived"]
+    http.post("/close", json={"session_id": sid})
+
+
+def test_http_reset_of_an_existing_session_replays_its_seed(http):
+    sid = open_session(http, task="static", seed=11, overrides={"horizon_steps": 6})
+    first = [http.post("/step", json={"session_id": sid, "action": action(i)}).json()["observation"]["obs"] for i in range(3)]
+    r = http.post("/reset", json={"session_id": sid, "task": "static", "seed": 11, "overrides": {"horizon_steps": 6}})
+    assert r.status_code == 200 and r.json()["session_id"] == sid
+    again = [http.post("/step", json={"session_id": sid, "action": action(i)}).json()["observation"]["obs"] for i in range(3)]
+    assert first == again
+    assert http.get("/state", params={"session_id": sid}).json()["horizon_steps"] == 6
+    http.post("/close", json={"session_id": sid})
+
+
+# ------------------------------------------------------------------------------------------------
+# bad input: clear errors, and no other session notices
+# ------------------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_get_clear_errors_and_leave_a_live_session_alone(http):
+    live = open_session(http, task="static", seed=3)
+    twin = open_session(http, task="static", seed=3)  # the same episode, never disturbed
+    seen = []
+    for i in range(2):
+        seen.append(http.post("/step", json={"session_id": live, "action": action(i)}).json())
+
+    n_slots = TEST_SIZES["n_slots"]
+    r = http.post("/step", json={"session_id": live, "action": {**action(0), "batch_cap": n_slots + 1}})
+    assert r.status_code == 422
+    err = r.json()["detail"][0]
+    assert err["field"] == "batch_cap" and err["range"] == [1, n_slots]
+    r = http.post("/step", json={"session_id": live, "action": {**action(0), "kv_budget_fraction": 1.5}})
+    assert r.status_code == 422 and r.json()["detail"][0]["range"] == [0.05, 1.0]
+    for bad in ("8", True, 2.5, None):  # wrong types are refused, never coerced
+        r = http.post("/step", json={"session_id": live, "action": {**action(0), "speculation_depth": bad}})
+        assert r.status_code == 422, bad
+        assert r.json()["detail"][0]["field"] == "speculation_depth"
+    r = http.post("/step", json={"session_id": live, "action": {k: v for k, v in action(0).items() if k != "priority_routing"}})
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "priority_routing"
+    r = http.post("/step", json={"session_id": live, "action": {**action(0), "turbo": 1}})
+    assert r.status_code == 422
+    r = http.post("/reset", json={"task": "no-such-task"})
+    assert r.status_code == 422
+    assert set(TASKS) <= set(r.json()["detail"]["valid"]) and "no-such-task" in r.json()["detail"]["message"]
+    r = http.post("/reset", json={"task": "static", "overrides": {"n_slots": 8}})
+    assert r.status_code == 422  # static sizes are the server's, not a session's
+    r = http.post("/reset", json={"seed": -1})
+    assert r.status_code == 422
+    r = http.post("/step", json={"session_id": "no-such-session", "action": action(0)})
+    assert r.status_code == 404
+    assert http.get("/state", params={"session_id": "no-such-session"}).status_code == 404
+    assert http.post("/grader", json={"session_id": "no-such-session"}).status_code == 404
+    r = http.post("/step", content=b'{"session_id": "x", "action": {', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    r = http.post("/step", content=b"[" + b"1," * 40000 + b"1]", headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+    # the live session continues exactly as its undisturbed twin
+    for i in range(2):
+        ref = http.post("/step", json={"session_id": twin, "action": action(i)}).json()
+        assert ref["observation"]["obs"] == seen[i]["observation"]["obs"]
+    for i in range(2, 5):
+        a = http.post("/step", json={"session_id": live, "action": action(i)}).json()
+        b = http.post("/step", json={"session_id": twin, "action": action(i)}).json()
+        assert a["observation"]["obs"] == b["observation"]["obs"] and a["reward"] == b["reward"]
+    assert http.get("/state", params={"session_id": live}).json()["step_count"] == 5
+    for sid in (live, twin):
+        http.post("/close", json={"session_id": sid})
+
+
+def test_idle_sessions_expire_and_closed_ones_are_gone(http):
+    idle = open_session(http, task="static")
+    closed = open_session(http, task="static")
+    assert http.post("/close", json={"session_id": closed}).status_code == 200
+    assert http.post("/step", json={"session_id": closed, "action": action(0)}).status_code == 404
+    time.sleep(SESSION_TIMEOUT_S + 1.0)
+    r = http.post("/step", json={"session_id": idle, "action": action(0)})
+    assert r.status_code == 404 and "expired" in r.json()["detail"]["message"]
+
+
+def test_session_cap_refuses_then_recovers(http):
+    opened = []
+    try:
+        for _ in range(MAX_SESSIONS + 1):
+            r = http.post("/reset", json={})
+            if r.status_code == 503:
+                break
+            assert r.status_code == 200, r.text
+            opened.append(r.json()["session_id"])
+        assert r.status_code == 503 and len(opened) <= MAX_SESSIONS
+        http.post("/close", json={"session_id": opened.pop()})
+        r = http.post("/reset", json={})
+        assert r.status_code == 200
+        opened.append(r.json()["session_id"])
+    finally:
+        for sid in opened:
+            http.post("/close", json={"session_id": sid})
+
+
+# ------------------------------------------------------------------------------------------------
+# catalogue, schema, OpenEnv compliance
+# ------------------------------------------------------------------------------------------------
+
+
+def test_schema_and_tasks_come_from_gymjax(http):
+    schema = http.get("/schema").json()
+    props = schema["action"]["properties"]
+    for k in knob_table(gymjax.types.MAX_SLOTS):
+        assert props[k.name]["minimum"] == k.low and props[k.name]["maximum"] == k.high
+        assert props[k.name]["type"] == ("integer" if k.kind == "int" else "number")
+    assert set(schema["action"]["required"]) == set(KNOB_NAMES)
+    obs_fields = {f for f in gymjax.Observation.__dataclass_fields__}
+    assert obs_fields <= set(schema["observation"]["properties"])
+    assert {"session_id", "task", "seed"} <= set(schema["state"]["properties"])
+
+    cat = http.get("/tasks").json()
+    names = [t["name"] for t in cat["tasks"]]
+    assert names == list(TASKS)
+    for t in cat["tasks"]:
+        env, params = gymjax.make(t["name"], **TEST_SIZES)
+        assert t["description"] == env.spec.description and t["model"] == env.spec.model and t["gpu"] == env.spec.gpu
+        assert t["horizon_steps"] == int(params.horizon_steps)
+        assert t["action_schema"]["properties"]["batch_cap"]["maximum"] == env.cfg.n_slots
+
+
+def test_openenv_validate_passes_against_the_running_server(url):
+    r = subprocess.run([str(OPENENV), "validate", "--url", url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert '"passed": true' in r.stdout
+
+
+def test_openenv_validate_passes_on_the_repo():
+    # what `openenv validate <repo>` runs (the CLI itself costs ~10 s of imports; CI may run it too)
+    from openenv.cli._validation import validate_multi_mode_deployment
+
+    assert (ROOT / "openenv.yaml").exists() and (ROOT / "Dockerfile").exists()
+    ok, issues = validate_multi_mode_deployment(ROOT)
+    assert ok, issues
+
+
+def test_openenv_yaml_is_generated_from_the_task_registry():
+    from server.manifest import PATH, render
+
+    assert PATH.read_text() == render(), "openenv.yaml is out of date: run `python -m server.manifest`"
+
+
+# ------------------------------------------------------------------------------------------------
+# openenv-core's own EnvClient over WebSocket, against the in-process env
+# ------------------------------------------------------------------------------------------------
+
+EPISODES = [("static", 1, {"horizon_steps": 9}), (SECOND, 2 if SECOND == "static" else 1, {})]
+
+
+@functools.cache
+def jitted(task: str):
+    env, _ = gymjax.make(task, **TEST_SIZES)
+    return jax.jit(env.reset), jax.jit(env.step)
+
+
+def in_process(task: str, seed: int, overrides: dict, n_steps: int):
+    """The documented seed contract, written out with plain gymjax calls."""
+    _, params = gymjax.make(task, **{**TEST_SIZES, **overrides})
+    reset, step = jitted(task)  # one compilation per task: overrides here change params only
+    reset_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
+    obs, state = reset(reset_key, params)
+    out = [(np.asarray(obs), None, False)]
+    for i in range(n_steps):
+        a = gymjax.ServeAction.create(**action(i))
+        obs, state, reward, _, truncated, info = step(jax.random.fold_in(step_key, i), state, a, params)
+        out.append((np.asarray(obs), float(reward), bool(truncated), {k: int(v) for k, v in info["counters"].items()}))
+    return out
+
+
+def test_env_client_episodes_over_websocket_match_the_in_process_env(url):
+    from server.client import InferenceGymClient
+
+    async def episode(task, seed, overrides):
+        async with InferenceGymClient(base_url=url, message_timeout_s=120) as client:
+            r = await client.reset(task=task, seed=seed, overrides=overrides)
+            traj = [(r.observation.obs, r.reward, r.done)]
+            i = 0
+            while not r.done and i < 100:
+                r = await client.step(action(i))
+                traj.append((r.observation.obs, r.reward, r.done, r.observation.counters))
+                i += 1
+            state = await client.state()
+            return traj, state
+
+    async def both():
+        return await asyncio.gather(*(episode(*e) for e in EPISODES))
+
+    results = asyncio.run(asyncio.wait_for(both(), timeout=240))
+    for (task, seed, overrides), (traj, state) in zip(EPISODES, results):
+        horizon = overrides.get("horizon_steps", TEST_SIZES["horizon_steps"])
+        assert len(traj) == horizon + 1 and traj[-1][2] is True
+        assert state.task == task and state.seed == seed and state.step_count == horizon and state.done
+        ref = in_process(task, seed, overrides, horizon)
+        for got, want in zip(traj, ref):
+            np.testing.assert_allclose(np.asarray(got[0], np.float32), want[0], rtol=1e-6, atol=1e-7)
+            if want[1] is not None:
+                assert got[1] == pytest.approx(want[1], rel=1e-5, abs=1e-6)
+                assert got[2] == want[2] and got[3] == want[3]
+    # the two sessions ran different episodes
+    assert results[0][0][3][0] != results[1][0][3][0]
+
+
+@pytest.mark.slow
+def test_baseline_endpoint_scores_a_named_policy(http):
+    if not hasattr(gymjax, "baselines") or not hasattr(gymjax, "evaluate"):
+        pytest.skip("gymjax.baselines / gymjax.evaluate not available yet")
+    r = http.post("/baseline", json={"task": "static", "policy": "no-such-policy"})
+    assert r.status_code == 422 and "vllm-default" in r.json()["detail"]["valid"]
+    r = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0}, timeout=280)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["scores"]) == 1 and 0.0 <= body["mean"] <= 1.0
