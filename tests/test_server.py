@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import subprocess
 import sys
 import time
@@ -30,10 +31,38 @@ SECOND = "bursty" if "bursty" in gymjax.registered_envs() else "static"
 TASKS = ("static",) if SECOND == "static" else ("static", SECOND)
 
 ACTIONS = [  # varied, including slow-knob changes (reload/drain), so every knob travels
-    {"batch_cap": 32, "kv_budget_fraction": 0.9, "speculation_depth": 0, "quantization_tier": 0, "prefill_decode_split": 2, "priority_routing": 0},
-    {"batch_cap": 8, "kv_budget_fraction": 0.8, "speculation_depth": 3, "quantization_tier": 0, "prefill_decode_split": 2, "priority_routing": 1},
-    {"batch_cap": 16, "kv_budget_fraction": 0.6, "speculation_depth": 1, "quantization_tier": 1, "prefill_decode_split": 0, "priority_routing": 0},
-    {"batch_cap": 24, "kv_budget_fraction": 0.95, "speculation_depth": 0, "quantization_tier": 1, "prefill_decode_split": 1, "priority_routing": 1},
+    {
+        "batch_cap": 32,
+        "kv_budget_fraction": 0.9,
+        "speculation_depth": 0,
+        "quantization_tier": 0,
+        "prefill_decode_split": 2,
+        "priority_routing": 0,
+    },
+    {
+        "batch_cap": 8,
+        "kv_budget_fraction": 0.8,
+        "speculation_depth": 3,
+        "quantization_tier": 0,
+        "prefill_decode_split": 2,
+        "priority_routing": 1,
+    },
+    {
+        "batch_cap": 16,
+        "kv_budget_fraction": 0.6,
+        "speculation_depth": 1,
+        "quantization_tier": 1,
+        "prefill_decode_split": 0,
+        "priority_routing": 0,
+    },
+    {
+        "batch_cap": 24,
+        "kv_budget_fraction": 0.95,
+        "speculation_depth": 0,
+        "quantization_tier": 1,
+        "prefill_decode_split": 1,
+        "priority_routing": 1,
+    },
 ]
 
 
@@ -301,12 +330,12 @@ def test_env_client_episodes_over_websocket_match_the_in_process_env(url):
         return await asyncio.gather(*(episode(*e) for e in EPISODES))
 
     results = asyncio.run(asyncio.wait_for(both(), timeout=240))
-    for (task, seed, overrides), (traj, state) in zip(EPISODES, results):
+    for (task, seed, overrides), (traj, state) in zip(EPISODES, results, strict=True):
         horizon = overrides.get("horizon_steps", TEST_SIZES["horizon_steps"])
         assert len(traj) == horizon + 1 and traj[-1][2] is True
         assert state.task == task and state.seed == seed and state.step_count == horizon and state.done
         ref = in_process(task, seed, overrides, horizon)
-        for got, want in zip(traj, ref):
+        for got, want in zip(traj, ref, strict=True):
             np.testing.assert_allclose(np.asarray(got[0], np.float32), want[0], rtol=1e-6, atol=1e-7)
             if want[1] is not None:
                 assert got[1] == pytest.approx(want[1], rel=1e-5, abs=1e-6)
@@ -325,3 +354,17 @@ def test_baseline_endpoint_scores_a_named_policy(http):
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["scores"]) == 1 and 0.0 <= body["mean"] <= 1.0
+
+
+def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
+    import yaml
+
+    docker = (ROOT / "Dockerfile").read_text()
+    port = yaml.safe_load((ROOT / "openenv.yaml").read_text())["port"]
+    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    assert f"EXPOSE {port}" in docker and f"PORT={port}" in docker
+    assert "HEALTHCHECK" in docker and "/health" in docker.split("HEALTHCHECK", 1)[1]
+    # the image installs as CI does (the Makefile's extras, minus the dev tools)
+    extras = [e for e in make_install.split(",") if e != "dev"]
+    assert f'python -m pip install -e ".[{",".join(extras)}]"' in docker
+    assert "server.app:app" in docker

@@ -1,0 +1,105 @@
+"""``InferenceGymEnvironment``: the openenv-core ``Environment`` of one session.
+
+Each WebSocket connection (and each HTTP session) owns one instance; all instances of a task share
+the task's compiled functions (:mod:`server.runtime`). ``reset``/``step`` are cheap after the
+first compilation, so the async variants run them inline on the event loop (no thread hop per
+step); only a task's first compilation is pushed to a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.types import EnvironmentMetadata
+
+import gymjax
+from gymjax.spaces import KNOB_NAMES
+from server.models import ServeActionModel, ServeObservationModel, ServeStateModel
+from server.runtime import Episode, RuntimeRegistry, SessionError
+
+ENV_NAME = "inferencegym"
+ENV_DESCRIPTION = (
+    "InferenceGym: control an LLM inference-serving cluster (batch cap, KV budget, speculation depth, "
+    "quantization tier, prefill/decode split, priority routing) under changing traffic. A request-level "
+    "JAX simulator with roofline physics and paged KV memory; each step is one simulated second."
+)
+
+# The process-wide registry: set by server.app.create_app before the first session.
+REGISTRY: RuntimeRegistry | None = None
+
+
+def registry() -> RuntimeRegistry:
+    global REGISTRY
+    if REGISTRY is None:
+        REGISTRY = RuntimeRegistry()
+    return REGISTRY
+
+
+class InferenceGymEnvironment(Environment):
+    """One session: an :class:`~server.runtime.Episode` behind the openenv-core interface."""
+
+    SUPPORTS_CONCURRENT_SESSIONS = True
+
+    def __init__(self):
+        super().__init__()
+        self.episode = Episode(registry())
+        self.session_id: str | None = None
+        self.closed = False
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SessionError(404, f"session {self.session_id} expired or was closed")
+
+    @staticmethod
+    def _observation(payload: dict[str, Any]) -> ServeObservationModel:
+        return ServeObservationModel.model_construct(**payload)  # server-built data: no re-validation
+
+    @staticmethod
+    def _action_fields(action: Any) -> dict[str, Any]:
+        if isinstance(action, dict):
+            return action
+        return {k: getattr(action, k) for k in KNOB_NAMES}
+
+    # -- openenv-core Environment ------------------------------------------------------------------
+    def reset(
+        self, seed: int | None = None, episode_id: str | None = None, task: str | None = None, overrides: dict | None = None, **kwargs: Any
+    ) -> ServeObservationModel:
+        """Start an episode of ``task`` (default: the first served task) with ``seed`` and
+        params-only ``overrides`` (e.g. ``{"horizon_steps": 50}``)."""
+        self._check_open()
+        if kwargs:
+            raise SessionError(422, f"unknown reset field(s) {sorted(kwargs)}; accepted: seed, episode_id, task, overrides")
+        return self._observation(self.episode.reset(task=task, seed=seed, overrides=overrides, episode_id=episode_id))
+
+    async def reset_async(
+        self, seed: int | None = None, episode_id: str | None = None, task: str | None = None, overrides: dict | None = None, **kwargs: Any
+    ) -> ServeObservationModel:
+        reg = self.episode.registry
+        if not reg.is_compiled(task):  # first use of a task compiles it: keep the event loop free
+            await asyncio.get_running_loop().run_in_executor(None, reg.get, task)
+        return self.reset(seed=seed, episode_id=episode_id, task=task, overrides=overrides, **kwargs)
+
+    def step(self, action: Any, timeout_s: float | None = None, **kwargs: Any) -> ServeObservationModel:
+        self._check_open()
+        return self._observation(self.episode.step(self._action_fields(action)))
+
+    async def step_async(self, action: Any, timeout_s: float | None = None, **kwargs: Any) -> ServeObservationModel:
+        return self.step(action, timeout_s=timeout_s, **kwargs)
+
+    @property
+    def state(self) -> ServeStateModel:
+        return ServeStateModel.model_construct(**self.episode.state_dict(self.session_id))
+
+    def get_metadata(self) -> EnvironmentMetadata:
+        return EnvironmentMetadata(
+            name=ENV_NAME, description=ENV_DESCRIPTION, version=gymjax.__version__, documentation_url="docs/server.md"
+        )
+
+    def close(self) -> None:
+        self.closed = True
+
+
+__all__ = ["InferenceGymEnvironment", "ServeActionModel", "ServeObservationModel", "ServeStateModel", "registry"]

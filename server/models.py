@@ -1,0 +1,188 @@
+"""Pydantic models of the OpenEnv interface, generated from gymjax's own definitions.
+
+One source of truth: the action fields, their types, ranges, units and docs come from
+:func:`gymjax.spaces.knob_table` (``env.knobs``); the observation fields are the fields of
+:class:`gymjax.Observation` (scalars are ``gymjax.env.OBS_SCALAR_FIELDS``, the rest are per-tenant
+vectors). Nothing here restates a range or a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+from openenv.core.env_server.types import Action, Observation, State
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+import gymjax
+from gymjax.env import OBS_SCALAR_FIELDS
+from gymjax.spaces import Knob, knob_table
+from gymjax.types import MAX_SLOTS
+
+OBS_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(gymjax.Observation))
+OBS_VECTOR_FIELDS: tuple[str, ...] = tuple(n for n in OBS_FIELDS if n not in OBS_SCALAR_FIELDS)
+
+# Units read off the field names (the names say the unit, STYLE.md).
+_SUFFIX_UNITS = (("_s", "seconds"), ("_tps", "tokens per second"), ("_rps", "requests per second"), ("_gb", "GB"))
+_NAME_UNITS = {
+    "cost_per_1k_tokens": "$ per 1000 output tokens (capped at 100)",
+    "arrival_rate": "requests per second",
+    "arrival_rate_per_tenant": "requests per second, one per tenant",
+    "queue_depth_per_tenant": "requests waiting, one per tenant",
+    "kv_occupancy": "fraction of the KV pool, [0, 1]",
+    "slo_attainment": "fraction of requests that ended this interval meeting both SLOs, [0, 1]",
+    "progress": "step / horizon, [0, 1]",
+    "invalid_config": "1 when the configuration cannot serve, else 0",
+}
+
+
+def observation_unit(name: str) -> str:
+    if name in _NAME_UNITS:
+        return _NAME_UNITS[name]
+    for suffix, unit in _SUFFIX_UNITS:
+        if name.endswith(suffix):
+            return unit
+    return "count"
+
+
+def knob_field(k: Knob) -> tuple[Any, Any]:
+    """(type, Field) of one knob: strict types, so ``"4"`` or ``true`` are refused rather than coerced."""
+    desc = f"{k.doc} [{k.unit}; range {k.low:g}..{k.high:g}]"
+    extra = {"unit": k.unit, "slow_knob": k.slow}
+    if k.kind == "int":
+        return Annotated[int, Field(ge=int(k.low), le=int(k.high), strict=True, description=desc, json_schema_extra=extra)], ...
+    return Annotated[float, Field(ge=k.low, le=k.high, strict=True, allow_inf_nan=False, description=desc, json_schema_extra=extra)], ...
+
+
+def action_model(knobs: tuple[Knob, ...], name: str = "ServeActionModel") -> type[Action]:
+    """The typed action of an env with these knobs (``env.knobs``): all six fields are required."""
+    fields = {k.name: knob_field(k) for k in knobs}
+    model = create_model(name, __base__=Action, __doc__="The six ServeAction knobs (gymjax.ServeAction), in user units.", **fields)
+    return model
+
+
+# The server-wide action model: batch_cap bounded by gymjax.types.MAX_SLOTS; each env checks its own
+# n_slots on top (env.validate_action) and answers 422 naming its range.
+ServeActionModel = action_model(knob_table(MAX_SLOTS))
+KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in knob_table(MAX_SLOTS)}
+
+
+def _obs_field(name: str) -> tuple[Any, Any]:
+    desc = f"{name} ({observation_unit(name)}); see gymjax.Observation"
+    if name in OBS_SCALAR_FIELDS:
+        return float, Field(default=0.0, description=desc)
+    return list[float], Field(default_factory=list, description=desc)
+
+
+ServeObservationModel = create_model(
+    "ServeObservationModel",
+    __base__=Observation,
+    __doc__="One control interval's metrics (gymjax.Observation fields) plus the learner's flat vector.",
+    **{n: _obs_field(n) for n in OBS_FIELDS},
+    obs=(list[float], Field(default_factory=list, description="flat observation in [0, 1] (env.observation_space), what a network sees")),
+    task=(str, Field(default="", description="task name")),
+    step=(int, Field(default=0, ge=0, description="steps taken in this episode")),
+    horizon_steps=(int, Field(default=0, ge=0, description="episode length in steps (1 step = dt_s simulated seconds)")),
+    truncated=(bool, Field(default=False, description="the horizon was reached (the episode is over)")),
+    action_in_force=(dict[str, float], Field(default_factory=dict, description="the ServeAction the engine is running")),
+    counters=(
+        dict[str, int],
+        Field(default_factory=dict, description="cumulative requests this episode: arrived, finished, running, waiting, dropped"),
+    ),
+    score=(float | None, Field(default=None, description="the grader's episode score in [0, 1], set on the final step")),
+)
+
+
+class ServeStateModel(State):
+    """A session's episode bookkeeping (``GET /state``, WebSocket ``state``)."""
+
+    session_id: str | None = Field(default=None, description="session id: pass it to /step, /state, /grader")
+    task: str | None = Field(default=None, description="task of the current episode")
+    seed: int | None = Field(default=None, description="seed of the current episode")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="task overrides of the current episode")
+    horizon_steps: int = Field(default=0, ge=0)
+    done: bool = Field(default=False, description="the episode reached its horizon")
+    reward_sum: float = Field(default=0.0, description="sum of step rewards this episode")
+    action_in_force: dict[str, float] = Field(default_factory=dict)
+    counters: dict[str, int] = Field(default_factory=dict)
+    score: float | None = Field(default=None, description="grader score once the episode is done")
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP request/response bodies
+# ------------------------------------------------------------------------------------------------
+
+_Seed = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True, description="episode seed (same seed => same trajectory)")]
+
+
+class ResetBody(BaseModel):
+    """``POST /reset``: every field optional, ``{}`` starts a fresh session on the default task."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{}, {"task": "static", "seed": 7, "overrides": {"horizon_steps": 50}}]}
+    )
+
+    seed: _Seed | None = None
+    episode_id: str | None = Field(default=None, max_length=255)
+    task: str | None = Field(default=None, description="a name from GET /tasks (default: the first)")
+    overrides: dict[str, int | float | str] = Field(default_factory=dict, description='task overrides, e.g. {"horizon_steps": 50}')
+    session_id: str | None = Field(default=None, description="reset this existing session instead of opening a new one")
+
+
+class SessionResetResponse(BaseModel):
+    observation: dict[str, Any]
+    reward: float | None = None
+    done: bool = False
+    session_id: str
+
+
+class StepBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(description="the id returned by POST /reset")
+    # validated in the handler against the session's own env (its batch_cap range), so the 422 names
+    # the range that applies; the schema is ServeActionModel's
+    action: dict[str, Any] = Field(json_schema_extra=ServeActionModel.model_json_schema(), description="a ServeAction: the six knobs")
+    timeout_s: float | None = Field(default=None, gt=0, description="accepted for OpenEnv compatibility; steps are sub-millisecond")
+    request_id: str | None = Field(default=None, max_length=255)
+
+
+class SessionStepResponse(BaseModel):
+    observation: dict[str, Any]
+    reward: float | None = None
+    done: bool = False
+    session_id: str
+
+
+class SessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str
+
+
+class GraderResponse(BaseModel):
+    session_id: str
+    task: str
+    seed: int
+    score: float = Field(description="gymjax.grade of the session's finished episode, in [0, 1]")
+    steps: int
+    reward_sum: float
+    episode: dict[str, Any] = Field(description="the episode's cumulative counters (gymjax.EpisodeStats)")
+
+
+class BaselineBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str | None = Field(default=None, description="a name from GET /tasks (default: the first)")
+    policy: str = Field(default="heuristic", description="a name from gymjax.baselines.POLICIES")
+    seed: _Seed = 0
+    n_seeds: int = Field(default=1, ge=1, le=16, strict=True, description="episodes, evaluated by gymjax.evaluate with key PRNGKey(seed)")
+    overrides: dict[str, int | float | str] = Field(default_factory=dict)
+
+
+class BaselineResponse(BaseModel):
+    task: str
+    policy: str
+    seed: int
+    scores: list[float]
+    mean: float

@@ -1,0 +1,405 @@
+"""The server's engine room: jitted gymjax functions shared by every session, and one episode.
+
+A :class:`TaskRuntime` holds one task's env and its jitted ``reset``/``step``/``grade``, compiled
+once per process (the cache :data:`RUNTIMES` is keyed by task name); every session of that task
+calls the same compiled functions with its own state and params. Params-only overrides
+(``horizon_steps``, ``gpu``, ...) reuse the compilation: params are an argument, not a constant.
+
+Seeds (the contract the client-vs-in-process test checks)::
+
+    key = jax.random.PRNGKey(seed)
+    reset_key, step_key = jax.random.split(key)
+    obs, state = env.reset(reset_key, params)
+    # step i of the episode (i = 0, 1, ...):
+    obs, state, reward, terminated, truncated, info = env.step(jax.random.fold_in(step_key, i), state, action, params)
+
+An :class:`Episode` is one session's episode: it validates a ServeAction (``gymjax.ServeAction.create``
++ ``env.validate_action``), steps, and converts the step's outputs to host once (one packed float32
+vector per step). Its score is ``gymjax.grade(params, episode_stats)`` of the episode it ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gymjax
+from gymjax.spaces import KNOB_NAMES
+from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS
+
+log = logging.getLogger("inferencegym.server")
+
+F32 = jnp.float32
+I32 = jnp.int32
+
+# Task overrides a client may pass to reset: they change params only, so they never recompile.
+CLIENT_OVERRIDES = ("horizon_steps", "model", "gpu", "n_gpus", "tensor_parallel", "dt_s", "max_wait_s")
+MAX_HORIZON_STEPS = 100_000
+COUNTER_NAMES = ("arrived", "finished", "running", "waiting", "dropped")
+
+
+class SessionError(Exception):
+    """An error a client caused; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, status: int, message: str, **detail: Any):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+def _env_json(name: str, default: Any) -> Any:
+    raw = os.environ.get(name)
+    return default if raw in (None, "") else json.loads(raw)
+
+
+def served_task_overrides() -> dict[str, Any]:
+    """Overrides the server applies to every task (``INFERENCEGYM_TASK_OVERRIDES``, JSON), e.g. smaller
+    sizes for tests: ``{"n_slots": 32, "queue_cap": 64}``."""
+    return dict(_env_json("INFERENCEGYM_TASK_OVERRIDES", {}))
+
+
+def _action_from_vec(v: jax.Array) -> gymjax.ServeAction:
+    return gymjax.ServeAction(
+        batch_cap=v[0].astype(I32),
+        kv_budget_fraction=v[1].astype(F32),
+        speculation_depth=v[2].astype(I32),
+        quantization_tier=v[3].astype(I32),
+        prefill_decode_split=v[4].astype(I32),
+        priority_routing=v[5].astype(I32),
+    )
+
+
+def _pack(obs: jax.Array, metrics: gymjax.Observation, extra: list[jax.Array]) -> jax.Array:
+    """Everything a client sees of a step, as one float32 vector (one device-to-host copy)."""
+    parts = [obs.astype(F32)]
+    parts += [jnp.ravel(getattr(metrics, n)).astype(F32) for n in OBS_FIELDS]
+    parts += [jnp.ravel(x).astype(F32) for x in extra]
+    return jnp.concatenate(parts)
+
+
+class TaskRuntime:
+    """One task's env and its compiled functions, shared by all sessions of the task."""
+
+    def __init__(self, name: str, base_overrides: dict[str, Any]):
+        self.name = name
+        self.base_overrides = dict(base_overrides)
+        self.env, self.params = gymjax.make(name, **self.base_overrides)
+        self.cfg = self.env.cfg
+        self.spec = self.env.spec
+        env = self.env
+        T = self.cfg.n_tenants
+        self.layout = self._layout(env.obs_dim, T)
+        self._params_cache: OrderedDict[tuple, gymjax.EnvParams] = OrderedDict()
+        self._lock = threading.Lock()
+        self._compiled = False
+        from server.models import action_model
+
+        # this env's typed action: batch_cap bounded by its own n_slots
+        self.action_model = action_model(self.env.knobs, f"ServeAction_{name.replace('-', '_')}")
+
+        def reset(seed, params):
+            key = jax.random.PRNGKey(seed)
+            reset_key, step_key = jax.random.split(key)
+            obs, state = env.reset(reset_key, params)
+            metrics = env._metrics(params, state, 0.0)  # the named metrics of the empty cluster
+            return state, step_key, _pack(obs, metrics, [])
+
+        def step(step_key, i, state, action_vec, params):
+            act = _action_from_vec(action_vec)
+            obs, state, reward, _terminated, truncated, info = env.step(jax.random.fold_in(step_key, i), state, act, params)
+            counters = jnp.stack([info["counters"][c].astype(F32) for c in COUNTER_NAMES])
+            return state, info["episode"], _pack(obs, info["metrics"], [reward, truncated, counters])
+
+        self.reset_fn = jax.jit(reset)
+        self.step_fn = jax.jit(step)
+        grade = getattr(gymjax, "grade", None)
+        self.grade_fn = jax.jit(grade) if grade is not None else None
+
+    def _layout(self, obs_dim: int, T: int) -> dict[str, slice]:
+        out, i = {}, 0
+        out["obs"] = slice(i, i + obs_dim)
+        i += obs_dim
+        for n in OBS_FIELDS:
+            w = T if n in OBS_VECTOR_FIELDS else 1
+            out[n] = slice(i, i + w)
+            i += w
+        for n, w in (("reward", 1), ("truncated", 1), ("counters", len(COUNTER_NAMES))):
+            out[n] = slice(i, i + w)
+            i += w
+        return out
+
+    def compile(self) -> None:
+        """Trace and compile reset/step/grade once (the first session of a task waits for this)."""
+        with self._lock:
+            if self._compiled:
+                return
+            state, step_key, _ = self.reset_fn(0, self.params)
+            a = np.asarray([float(getattr(self.env.default_action(), n)) for n in KNOB_NAMES], np.float32)
+            _, ep, packed = self.step_fn(step_key, 0, state, a, self.params)
+            if self.grade_fn is not None:
+                self.grade_fn(self.params, ep).block_until_ready()
+            packed.block_until_ready()
+            self._compiled = True
+
+    def params_for(self, overrides: dict[str, Any]) -> gymjax.EnvParams:
+        """Params of this task with a client's params-only overrides (cached, bounded)."""
+        if not overrides:
+            return self.params
+        bad = sorted(set(overrides) - set(CLIENT_OVERRIDES))
+        if bad:
+            raise SessionError(
+                422,
+                f"override(s) {bad} not allowed; a session may override {list(CLIENT_OVERRIDES)}",
+                field="overrides",
+                allowed=list(CLIENT_OVERRIDES),
+            )
+        h = overrides.get("horizon_steps")
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON_STEPS):
+            raise SessionError(
+                422,
+                f"overrides.horizon_steps must be an integer in [1, {MAX_HORIZON_STEPS}], got {h!r}",
+                field="overrides.horizon_steps",
+                range=[1, MAX_HORIZON_STEPS],
+            )
+        key = tuple(sorted(overrides.items()))
+        with self._lock:
+            if key in self._params_cache:
+                self._params_cache.move_to_end(key)
+                return self._params_cache[key]
+        try:
+            env, params = gymjax.make(self.name, **{**self.base_overrides, **overrides})
+        except (ValueError, TypeError, KeyError) as e:
+            raise SessionError(422, f"invalid overrides {overrides}: {e}", field="overrides") from e
+        if env.cfg != self.cfg:  # would need a new compilation: refused
+            raise SessionError(422, f"overrides {overrides} change the env's static sizes", field="overrides")
+        with self._lock:
+            self._params_cache[key] = params
+            while len(self._params_cache) > 64:
+                self._params_cache.popitem(last=False)
+        return params
+
+    def describe(self) -> dict[str, Any]:
+        """The catalogue entry of this task (``GET /tasks``)."""
+        s = self.spec
+        return {
+            "name": self.name,
+            "description": s.description,
+            "model": s.model,
+            "gpu": s.gpu,
+            "n_gpus": s.n_gpus,
+            "tensor_parallel": s.tensor_parallel,
+            "horizon_steps": int(self.params.horizon_steps),
+            "dt_s": float(s.dt_s),
+            "n_slots": self.cfg.n_slots,
+            "tenants": [
+                {"name": t.name, "priority": t.priority, "slo_ttft_s": t.slo_ttft_s, "slo_tpot_s": t.slo_tpot_s} for t in s.tenants
+            ],
+            "obs_dim": self.env.obs_dim,
+            "grader": "gymjax.grade(params, episode_stats): episode score in [0, 1]",
+            "action_schema": self.action_model.model_json_schema(),
+            "overrides_allowed": list(CLIENT_OVERRIDES),
+        }
+
+
+class RuntimeRegistry:
+    """Task name -> :class:`TaskRuntime`, built lazily and compiled once per process."""
+
+    def __init__(self, tasks: tuple[str, ...] | None = None, base_overrides: dict[str, Any] | None = None):
+        self._wanted = tasks
+        self.base_overrides = served_task_overrides() if base_overrides is None else dict(base_overrides)
+        self._runtimes: dict[str, TaskRuntime] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._names: tuple[str, ...] | None = None
+
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        """The tasks this server serves: the wanted ones (``INFERENCEGYM_TASKS``) or every registered
+        task that builds without extra arguments (``trace`` needs a CSV path, so it is left out)."""
+        if self._names is None:
+            wanted = self._wanted or tuple(gymjax.registered_envs())
+            names = []
+            for n in wanted:
+                try:
+                    self.get(n, compile=False)
+                    names.append(n)
+                except SessionError as e:
+                    log.warning("task %s not served: %s", n, e.message)
+            self._names = tuple(names)
+        return self._names
+
+    def get(self, name: str | None, compile: bool = True) -> TaskRuntime:
+        if name is None:
+            name = self.task_names[0]
+        with self._lock:
+            rt = self._runtimes.get(name)
+            if rt is None:
+                if self._names is not None and name not in self._names:
+                    raise SessionError(
+                        422, f"unknown task {name!r}; valid tasks: {list(self._names)}", field="task", valid=list(self._names)
+                    )
+                if name not in gymjax.registered_envs():
+                    valid = list(self._names) if self._names is not None else list(gymjax.registered_envs())
+                    raise SessionError(422, f"unknown task {name!r}; valid tasks: {valid}", field="task", valid=valid)
+                if name in self._errors:
+                    raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task")
+                try:
+                    rt = TaskRuntime(name, self.base_overrides)
+                except Exception as e:  # noqa: BLE001 - a task that cannot be built is reported, not fatal
+                    self._errors[name] = f"{type(e).__name__}: {e}"
+                    raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task") from e
+                self._runtimes[name] = rt
+        if compile:
+            rt.compile()
+        return rt
+
+    def is_compiled(self, name: str | None) -> bool:
+        rt = self._runtimes.get(name if name is not None else (self.task_names[0] if self.task_names else ""))
+        return rt is not None and rt._compiled
+
+
+class Episode:
+    """One session's episode over a shared :class:`TaskRuntime`. Not thread-safe: the server runs
+    a session's calls one at a time."""
+
+    def __init__(self, registry: RuntimeRegistry):
+        self.registry = registry
+        self.rt: TaskRuntime | None = None
+        self.params = None
+        self.state = None
+        self.step_key = None
+        self.task: str | None = None
+        self.seed: int | None = None
+        self.overrides: dict[str, Any] = {}
+        self.episode_id: str | None = None
+        self.step_count = 0
+        self.horizon = 0
+        self.done = False
+        self.reward_sum = 0.0
+        self.action_in_force: dict[str, float] = {}
+        self.counters: dict[str, int] = {}
+        self.final_episode = None
+        self.score: float | None = None
+
+    # --------------------------------------------------------------------------------------------
+    def reset(
+        self, task: str | None = None, seed: int | None = None, overrides: dict | None = None, episode_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start an episode; returns the observation payload (ServeObservationModel fields)."""
+        if seed is None:
+            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1:
+            raise SessionError(422, f"seed must be an integer in [0, {2**31 - 1}], got {seed!r}", field="seed", range=[0, 2**31 - 1])
+        if overrides is not None and not isinstance(overrides, dict):
+            raise SessionError(422, "overrides must be an object", field="overrides")
+        rt = self.registry.get(task)
+        overrides = dict(overrides or {})
+        params = rt.params_for(overrides)
+        state, step_key, packed = rt.reset_fn(seed, params)
+        host = np.asarray(packed).tolist()
+        self.rt, self.params, self.state, self.step_key = rt, params, state, step_key
+        self.task, self.seed, self.overrides, self.episode_id = rt.name, seed, overrides, episode_id
+        self.step_count, self.done, self.reward_sum, self.score, self.final_episode = 0, False, 0.0, None, None
+        self.horizon = int(params.horizon_steps)
+        self.action_in_force = rt.env.default_action().to_dict()
+        self.counters = {c: 0 for c in COUNTER_NAMES}
+        return self._payload(host, reward=None)
+
+    def validate(self, fields: dict[str, Any]) -> np.ndarray:
+        """A ServeAction from user fields, checked by gymjax (its ranges, then the env's n_slots)."""
+        try:
+            action = gymjax.ServeAction.create(**fields)
+            self.rt.env.validate_action(action)
+        except (ValueError, TypeError) as e:
+            name = next((k for k in KNOB_NAMES if f"ServeAction.{k}" in str(e)), None)
+            knob = {k.name: k for k in self.rt.env.knobs}.get(name)
+            extra = {"field": name, "range": [knob.low, knob.high], "unit": knob.unit} if knob else {}
+            raise SessionError(422, str(e), **extra) from e
+        return np.asarray([float(fields[k]) for k in KNOB_NAMES], np.float32)
+
+    def step(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Apply one ServeAction (a dict of the six knobs); returns the observation payload."""
+        if self.rt is None:
+            raise SessionError(409, "no episode: reset first")
+        if self.done:
+            raise SessionError(409, f"the episode ended at step {self.step_count}; reset to start another")
+        vec = self.validate(fields)
+        rt = self.rt
+        self.state, ep, packed = rt.step_fn(self.step_key, self.step_count, self.state, vec, self.params)
+        host = np.asarray(packed).tolist()
+        lay = rt.layout
+        reward = host[lay["reward"].start]
+        self.step_count += 1
+        self.reward_sum += reward
+        knobs = zip(KNOB_NAMES, vec.tolist(), strict=True)
+        self.action_in_force = {k: (float(v) if k == "kv_budget_fraction" else int(v)) for k, v in knobs}
+        self.counters = {c: int(v) for c, v in zip(COUNTER_NAMES, host[lay["counters"]], strict=True)}
+        if host[lay["truncated"].start] > 0.5:
+            self.done = True
+            self.final_episode = ep
+            if rt.grade_fn is not None:
+                self.score = float(rt.grade_fn(self.params, ep))
+        return self._payload(host, reward=reward)
+
+    def _payload(self, host: list[float], reward: float | None) -> dict[str, Any]:
+        lay = self.rt.layout
+        out: dict[str, Any] = {n: (host[lay[n]] if n in OBS_VECTOR_FIELDS else host[lay[n].start]) for n in OBS_FIELDS}
+        out.update(
+            obs=host[lay["obs"]],
+            task=self.task,
+            step=self.step_count,
+            horizon_steps=self.horizon,
+            truncated=self.done,
+            action_in_force=dict(self.action_in_force),
+            counters=dict(self.counters),
+            score=self.score,
+            done=self.done,
+            reward=reward,
+        )
+        return out
+
+    # --------------------------------------------------------------------------------------------
+    def state_dict(self, session_id: str | None = None) -> dict[str, Any]:
+        return {
+            "episode_id": self.episode_id,
+            "step_count": self.step_count,
+            "session_id": session_id,
+            "task": self.task,
+            "seed": self.seed,
+            "overrides": dict(self.overrides),
+            "horizon_steps": self.horizon,
+            "done": self.done,
+            "reward_sum": self.reward_sum,
+            "action_in_force": dict(self.action_in_force),
+            "counters": dict(self.counters),
+            "score": self.score,
+        }
+
+    def grade(self) -> dict[str, Any]:
+        """The grader's verdict on this session's own finished episode."""
+        if self.rt is None:
+            raise SessionError(409, "no episode: reset and step to the horizon first")
+        if not self.done:
+            raise SessionError(409, f"the episode is not finished: step {self.step_count} of {self.horizon}")
+        if self.rt.grade_fn is None:
+            raise SessionError(503, "this gymjax has no grader (gymjax.grade)")
+        ep = jax.device_get(self.final_episode)
+        episode = {f.name: np.asarray(getattr(ep, f.name)).tolist() for f in dataclasses.fields(ep)}
+        return {
+            "task": self.task,
+            "seed": self.seed,
+            "score": self.score,
+            "steps": self.step_count,
+            "reward_sum": self.reward_sum,
+            "episode": episode,
+        }
