@@ -104,12 +104,18 @@ class ServingEnv:
             "waiting": obs_st.q_count.sum(),
             "dropped": episode.dropped.sum(),
         }
-        obs = self._flat_obs(metrics, obs_st.action)
+        final_obs = self._flat_obs(metrics, obs_st.action)
         reset_obs, reset_st = self.reset(k_reset, params)
         state = jax.tree.map(lambda r, s: jnp.where(truncated, r, s), reset_st, obs_st)
-        obs = jnp.where(truncated, reset_obs, obs)
-        info = {"metrics": metrics, "counters": counters, "episode": episode, "kv_pool_blocks": self.plan(params, act).pool_blocks,
-                "kv_blocks_used_max": obs_st.step_stats.kv_blocks_used_max}
+        obs = jnp.where(truncated, reset_obs, final_obs)
+        info = {
+            "metrics": metrics,  # Observation of this interval
+            "counters": counters,  # cumulative request counts of the episode that just stepped
+            "episode": episode,  # EpisodeStats of that episode (before any auto-reset): what the grader reads
+            "final_obs": final_obs,  # the pre-reset observation (bootstrap at truncation)
+            "kv_pool_blocks": self.plan(params, act).pool_blocks,
+            "kv_blocks_used_max": obs_st.step_stats.kv_blocks_used_max,
+        }
         return obs, state, reward, jnp.bool_(False), truncated, info
 
     # ------------------------------------------------------------------------------------------
@@ -212,7 +218,7 @@ class ServingEnv:
             q_arrival=jnp.zeros((T, Q), F32), q_prompt=jnp.zeros((T, Q), I32), q_out=jnp.ones((T, Q), I32),
             q_generated=jnp.zeros((T, Q), F32), q_first=jnp.full((T, Q), -1.0, F32),
             q_head=jnp.zeros(T, I32), q_count=jnp.zeros(T, I32),
-            t_now=jnp.float32(0.0), down_until=jnp.float32(0.0), action=self.default_action(),
+            t_now=jnp.float32(0.0), down_until=jnp.float32(0.0), action=self.default_action(), configured=jnp.bool_(False),
             burst_on=jax.random.bernoulli(k_burst, 0.5, (T,)).astype(I32),
             step=jnp.int32(0), trace_start=trace_start.astype(I32),
             step_stats=self._empty_step_stats(),
@@ -306,15 +312,16 @@ class ServingEnv:
         st = st.replace(step_stats=self._empty_step_stats())
 
         # slow knobs: a tier change reloads weights (running KV lost); a split change drains
-        tier_change = act.quantization_tier != st.action.quantization_tier
-        split_change = act.prefill_decode_split != st.action.prefill_decode_split
+        # (the episode's first action is the initial deployment: no reload)
+        tier_change = st.configured & (act.quantization_tier != st.action.quantization_tier)
+        split_change = st.configured & (act.prefill_decode_split != st.action.prefill_decode_split)
         down = jnp.maximum(jnp.where(tier_change, params.reload_s, 0.0), jnp.where(split_change, params.drain_s, 0.0))
         st = st.replace(down_until=jnp.where(down > 0, jnp.maximum(st.down_until, t_start + down), st.down_until))
         plan = self.plan(params, act)
         # the KV cache is lost on a reload, or rebuilt when the new budget cannot hold what is in use
         lose_cache = (tier_change | (engine.kv_blocks(st).sum() > plan.pool_blocks)) & st.active.any()
         st = jax.lax.cond(lose_cache, lambda s: engine.requeue_all(c, s), lambda s: s, st)
-        st = st.replace(action=act)
+        st = st.replace(action=act, configured=jnp.bool_(True))
 
         # arrivals and client timeouts
         times, prompt, out, valid, n_arrived = self._arrivals(k_arr, st, params)

@@ -102,8 +102,14 @@ def build_params(spec: TaskSpec) -> EnvParams:
     arr = lambda name: f([getattr(t, name) for t in ten])  # noqa: E731
     if spec.trace is not None:
         tr = spec.trace
-        trace = dict(trace_count=jnp.asarray(tr["count"], jnp.int32), trace_offset_s=f(tr["offset_s"]),
-                     trace_prompt=jnp.asarray(tr["prompt"], jnp.int32), trace_output=jnp.asarray(tr["output"], jnp.int32))
+        A = cfg.max_arrivals
+
+        def fit(x, pad):  # [n_bins, T, A_data] -> [n_bins, T, A]; the excess is counted dropped at the door
+            x = np.asarray(x)[..., :A]
+            return np.pad(x, ((0, 0), (0, 0), (0, A - x.shape[2])), constant_values=pad)
+
+        trace = dict(trace_count=jnp.asarray(tr["count"], jnp.int32), trace_offset_s=f(fit(tr["offset_s"], spec.dt_s)),
+                     trace_prompt=jnp.asarray(fit(tr["prompt"], 1), jnp.int32), trace_output=jnp.asarray(fit(tr["output"], 1), jnp.int32))
     else:
         T, A = cfg.n_tenants, cfg.max_arrivals
         trace = dict(trace_count=jnp.zeros((1, T), jnp.int32), trace_offset_s=jnp.zeros((1, T, A)),
@@ -204,8 +210,62 @@ CHAT = TenantSpec()
 def _static() -> TaskSpec:
     return TaskSpec(
         name="static",
-        description="One chat tenant, steady Poisson traffic on Llama-3-8B / 1xH100. Easy.",
-        tenants=(TenantSpec(name="chat", base_rate_rps=12.0),),
+        description="One chat tenant, steady Poisson traffic (15 req/s; prompts ~1k, outputs ~130 tokens, "
+        "log-normal) on Llama-3-8B / 1xH100; SLO TTFT 2 s, TPOT 50 ms. Easy: the best configuration does not change.",
+        tenants=(TenantSpec(name="chat", base_rate_rps=15.0),),
+    )
+
+
+
+CODE_PROMPT = LengthDist(1469.0, 1.0, 7437)
+CODE_OUTPUT = LengthDist(13.0, 1.2, 1899)
+
+
+@register("bursty")
+def _bursty() -> TaskSpec:
+    return TaskSpec(
+        name="bursty",
+        description="One code-completion tenant with on/off bursts like production code traffic (Markov-modulated: "
+        "~1.5 req/s off, ~16 req/s on, phases of ~15-30 s) and a rate that drifts up 40 % over the episode; long "
+        "prompts (p50 ~1.5k), short outputs (p50 13). Llama-3-8B / 1xH100; SLO TTFT 1 s, TPOT 40 ms. Medium.",
+        tenants=(
+            TenantSpec(
+                name="code", base_rate_rps=1.0, burst_high_mult=16.0, burst_low_mult=1.5, p_on_to_off=0.06,
+                p_off_to_on=0.035, drift=0.4, slo_ttft_s=1.0, slo_tpot_s=0.04, spec_acceptance=0.8,
+                prompt=CODE_PROMPT, output=CODE_OUTPUT,
+            ),
+        ),
+        config=EnvConfig(max_arrivals=64),
+    )
+
+
+@register("adversarial")
+def _adversarial() -> TaskSpec:
+    return TaskSpec(
+        name="adversarial",
+        description="Three tenants with different SLO classes and priorities on Llama-3-8B / 2xH100: interactive chat "
+        "(priority 3, TTFT 0.5 s, TPOT 30 ms), code with bimodal prompts and rare very long ones (priority 2, TTFT "
+        "1.5 s), and batch summarisation with long outputs (priority 1, TTFT 10 s, TPOT 150 ms). Chat and code "
+        "flip between quiet and heavy every ~5 s, faster than an 8 s reload can follow. Hard.",
+        n_gpus=2,
+        tenants=(
+            TenantSpec(
+                name="interactive", priority=3.0, slo_ttft_s=0.5, slo_tpot_s=0.03, spec_acceptance=0.6,
+                base_rate_rps=3.0, burst_high_mult=4.0, burst_low_mult=0.5, p_on_to_off=0.2, p_off_to_on=0.2,
+                prompt=LengthDist(600.0, 0.8, 4096), output=LengthDist(150.0, 0.8, 1000),
+            ),
+            TenantSpec(
+                name="code", priority=2.0, slo_ttft_s=1.5, slo_tpot_s=0.05, spec_acceptance=0.85,
+                base_rate_rps=4.0, burst_high_mult=3.0, burst_low_mult=0.3, p_on_to_off=0.2, p_off_to_on=0.2,
+                prompt=LengthDist(mixture=((0.88, 1469.0, 0.8), (0.12, 6500.0, 0.15)), cap=8000),
+                output=CODE_OUTPUT,
+            ),
+            TenantSpec(
+                name="batch", priority=1.0, slo_ttft_s=10.0, slo_tpot_s=0.15, spec_acceptance=0.4,
+                base_rate_rps=2.0, prompt=LengthDist(2000.0, 0.6, 8000), output=LengthDist(400.0, 0.5, 1500),
+            ),
+        ),
+        config=EnvConfig(n_tenants=3, max_arrivals=32, window=4),
     )
 
 

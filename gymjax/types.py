@@ -263,6 +263,7 @@ class EnvState:
     t_now: jax.Array  # engine clock
     down_until: jax.Array  # engine reloading/draining until this time
     action: ServeAction  # the configuration in force
+    configured: jax.Array  # bool: False until the first step deploys the first action (no reload cost)
     burst_on: jax.Array  # [T] Markov-modulated phase
     step: jax.Array
     trace_start: jax.Array  # bin the trace replay started at

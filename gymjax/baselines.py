@@ -1,0 +1,157 @@
+"""Baseline policies: pure, jittable ``policy(key, obs, state) -> flat action``.
+
+Every score is shown against these:
+
+- ``random``: a uniform sample of the flat action space every step.
+- ``vllm-default``: vLLM's default configuration held fixed (``env.default_action()``).
+- ``heuristic``: reactive rules on the observation (queue, KV occupancy, preemptions, running batch).
+- ``best-constant``: the best fixed action of a documented grid search per task (``gymjax.tune``),
+  loaded from ``gymjax/data/best_constant.json``; the strongest static tuning an engineer could do.
+- ``oracle``: where a task's load phases are known (Markov-modulated bursts), switches to each
+  phase's best constant using the hidden phase from the state. An upper reference: how much
+  adaptivity is worth.
+
+Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names to factories.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+F32 = jnp.float32
+I32 = jnp.int32
+
+TUNED_FILE = "best_constant.json"
+
+
+def obs_index(env) -> dict[str, int]:
+    """Position of each named scalar in the flat observation (see ``ServingEnv._flat_obs``)."""
+    from gymjax.env import OBS_SCALAR_FIELDS
+
+    names = list(OBS_SCALAR_FIELDS) + [f"action.{k.name}" for k in env.knobs]
+    return {n: i for i, n in enumerate(names)}
+
+
+def _current_levels(env, obs: jax.Array) -> jax.Array:
+    """The flat action in force, recovered from the observation's normalised action values."""
+    idx = obs_index(env)
+    out = []
+    for k in env.knobs:
+        v = k.low + obs[idx[f"action.{k.name}"]] * (k.high - k.low)
+        out.append(jnp.argmin(jnp.abs(jnp.asarray(k.levels, F32) - v)))
+    return jnp.stack(out).astype(I32)
+
+
+def random_policy(env, params) -> Callable:
+    space = env.action_space(params)
+    return lambda key, obs, state: space.sample(key)
+
+
+def constant_policy(env, flat) -> Callable:
+    a = jnp.asarray(flat, I32)
+    return lambda key, obs, state: a
+
+
+def vllm_default(env, params) -> Callable:
+    return constant_policy(env, env.encode_action(env.default_action()))
+
+
+def heuristic(env, params) -> Callable:
+    """Reactive rules an operator would write (all fast knobs; slow knobs are fixed, no flapping):
+
+    - batch cap: one level down on preemptions or KV occupancy > 0.92; one level up while requests
+      wait and KV occupancy < 0.75;
+    - speculation: depth 3 while the batch is under 1/4 of the slots, 1 under 1/2, else 0;
+    - KV budget 0.9; FP8 where the GPU has it, else BF16; chunked prefill 512 (protects
+      inter-token latency); priority routing on when there are several tenants.
+    """
+    idx = obs_index(env)
+    nvec = np.asarray(env.action_space(params).nvec)
+    c = env.cfg
+    levels = {k.name: np.asarray(k.levels) for k in env.knobs}
+    has_fp8 = float(params.tier_fallback[1]) == 0.0
+    tier = 1 if has_fp8 else 0
+    kv_idx = int(np.argmin(np.abs(levels["kv_budget_fraction"] - 0.9)))
+    spec_idx = [int(np.argmin(np.abs(levels["speculation_depth"] - d))) for d in (3, 1, 0)]
+    pd_idx = 1  # colocated, chunk 512
+    prio = 1 if c.n_tenants > 1 else 0
+    queue_scale = np.log1p(c.queue_cap * c.n_tenants)
+    running_scale = c.n_slots
+
+    def policy(key, obs, state):
+        cur = _current_levels(env, obs)
+        queue = jnp.expm1(obs[idx["queue_depth"]] * queue_scale)
+        kv = obs[idx["kv_occupancy"]]
+        preempt = obs[idx["preemptions"]] > 0
+        running = obs[idx["running"]] * running_scale
+        cap = cur[0]
+        cap = jnp.where(preempt | (kv > 0.92), cap - 1, jnp.where((queue >= 1) & (kv < 0.75), cap + 1, cap))
+        cap = jnp.clip(cap, 0, nvec[0] - 1)
+        spec = jnp.where(running < c.n_slots / 4, spec_idx[0], jnp.where(running < c.n_slots / 2, spec_idx[1], spec_idx[2]))
+        return jnp.stack([cap, jnp.int32(kv_idx), spec, jnp.int32(tier), jnp.int32(pd_idx), jnp.int32(prio)]).astype(I32)
+
+    return policy
+
+
+def load_tuned() -> dict:
+    """The saved grid-search results (``gymjax/data/best_constant.json``), {} if absent."""
+    try:
+        text = resources.files("gymjax").joinpath("data", TUNED_FILE).read_text()
+    except FileNotFoundError:
+        return {}
+    return json.loads(text)
+
+
+def best_constant(env, params) -> Callable:
+    tuned = load_tuned().get(env.name)
+    if tuned is None:
+        raise KeyError(
+            f"no tuned best-constant action for task {env.name!r}; run `python -m gymjax.tune --task {env.name}` "
+            f"(tuned tasks: {sorted(load_tuned())})"
+        )
+    return constant_policy(env, tuned["best"]["action"])
+
+
+def has_oracle(env) -> bool:
+    tuned = load_tuned().get(env.name, {})
+    return "phases" in tuned
+
+
+def oracle(env, params) -> Callable:
+    """Phase-aware: the best constant of the current burst phase (read from the hidden state)."""
+    tuned = load_tuned().get(env.name, {})
+    if "phases" not in tuned:
+        raise KeyError(f"task {env.name!r} has no oracle (its load phases are not known)")
+    table = jnp.asarray([p["action"] for p in tuned["phases"]], I32)  # [2**T, 6]
+
+    def policy(key, obs, state):
+        phase = jnp.sum(state.burst_on * (2 ** jnp.arange(state.burst_on.shape[0])))
+        return table[phase]
+
+    return policy
+
+
+POLICIES: dict[str, Callable] = {
+    "random": random_policy,
+    "vllm-default": vllm_default,
+    "heuristic": heuristic,
+    "best-constant": best_constant,
+    "oracle": oracle,
+}
+
+
+def available(env) -> list[str]:
+    """Baselines that exist for this env (best-constant needs a tuning, oracle known phases)."""
+    names = ["random", "vllm-default", "heuristic"]
+    tuned = load_tuned().get(env.name)
+    if tuned is not None:
+        names.append("best-constant")
+        if "phases" in tuned:
+            names.append("oracle")
+    return names
