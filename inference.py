@@ -111,7 +111,7 @@ class Fallback:
 
         if self.policy is None:
             return self.rt.env.default_action().to_dict()
-        flat = self.policy(jax.random.fold_in(self.key, episode.step_count), jnp.asarray(obs, jnp.float32), episode.state)
+        flat = self.policy(jax.random.fold_in(self.key, episode.step_count), jnp.asarray(obs, jnp.float32), episode.env_state())
         return self.rt.env.decode_action(flat).to_dict()
 
 

@@ -337,7 +337,7 @@ def create_app(
             raise SessionError(422, f"unknown policy {body.policy!r}; valid: {sorted(policies)}", field="policy", valid=sorted(policies))
         loop = asyncio.get_running_loop()
         rt = await loop.run_in_executor(None, reg.get, body.task, False)
-        params = rt.params_for(body.overrides)
+        params, _ = rt.params_for(body.overrides)
         async with baseline_gate:  # one evaluation at a time: it is a whole jitted rollout
             scores = await loop.run_in_executor(None, _run_baseline, rt, params, body.policy, body.seed, body.n_seeds)
         return {"task": rt.name, "policy": body.policy, "seed": body.seed, "scores": scores, "mean": sum(scores) / len(scores)}
@@ -389,7 +389,10 @@ def _policies() -> dict:
 def _run_baseline(rt, params, policy_name: str, seed: int, n_seeds: int) -> list[float]:
     import jax
 
-    policy = _policies()[policy_name](rt.env, params)
+    try:
+        policy = _policies()[policy_name](rt.env, params)
+    except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
+        raise SessionError(422, f"policy {policy_name!r} is not available on task {rt.name!r}: {e}", field="policy") from e
     result = gymjax.evaluate(rt.env, params, policy, jax.random.PRNGKey(seed), n_seeds)
     return [float(s) for s in jax.device_get(result["scores"])]
 

@@ -87,6 +87,36 @@ def _pack(obs: jax.Array, metrics: gymjax.Observation, extra: list[jax.Array]) -
     return jnp.concatenate(parts)
 
 
+class TreePacker:
+    """A pytree as one flat buffer per dtype, and back (both jittable).
+
+    A jitted call pays per argument leaf: the env state (~60 leaves) plus params (~50) cost more to
+    pass than the step costs to run. Packed, they are five buffers; unpacking inside ``jit`` is free
+    slicing.
+    """
+
+    def __init__(self, template: Any):
+        leaves, self.treedef = jax.tree.flatten(template)
+        offsets: dict[str, int] = {}
+        self.spec = []
+        for x in leaves:
+            dt = jnp.dtype(x.dtype).name
+            size = int(np.prod(x.shape, dtype=np.int64))
+            self.spec.append((dt, offsets.get(dt, 0), tuple(x.shape), size))
+            offsets[dt] = offsets.get(dt, 0) + size
+        self.dtypes = tuple(sorted(offsets))
+
+    def pack(self, tree: Any) -> tuple[jax.Array, ...]:
+        leaves = jax.tree.leaves(tree)
+        return tuple(
+            jnp.concatenate([jnp.ravel(x).astype(dt) for x, s in zip(leaves, self.spec, strict=True) if s[0] == dt]) for dt in self.dtypes
+        )
+
+    def unpack(self, bufs: tuple[jax.Array, ...]) -> Any:
+        by = dict(zip(self.dtypes, bufs, strict=True))
+        return jax.tree.unflatten(self.treedef, [by[dt][o : o + n].reshape(shape) for dt, o, shape, n in self.spec])
+
+
 class TaskRuntime:
     """One task's env and its compiled functions, shared by all sessions of the task."""
 
@@ -97,64 +127,106 @@ class TaskRuntime:
         self.cfg = self.env.cfg
         self.spec = self.env.spec
         env = self.env
-        T = self.cfg.n_tenants
-        self.layout = self._layout(env.obs_dim, T)
-        self._params_cache: OrderedDict[tuple, gymjax.EnvParams] = OrderedDict()
+        self._params_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._valid_cache: dict[tuple, np.ndarray] = {}
         self._lock = threading.Lock()
         self._compiled = False
         from server.models import action_model
 
         # this env's typed action: batch_cap bounded by its own n_slots
         self.action_model = action_model(self.env.knobs, f"ServeAction_{name.replace('-', '_')}")
+        state_shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0), self.params)[1]
+        self.state_packer = sp = TreePacker(state_shape)
+        self.params_packer = pp = TreePacker(self.params)
+        self.episode_fields = tuple(f.name for f in dataclasses.fields(state_shape.episode))
+        # (is_int, is_scalar) of each EpisodeStats field, to rebuild it from the host vector
+        self.episode_kinds = {
+            f: (jnp.issubdtype(getattr(state_shape.episode, f).dtype, jnp.integer), getattr(state_shape.episode, f).shape == ())
+            for f in self.episode_fields
+        }
+        self.layout = self._layout(env.obs_dim, state_shape.episode)
+        grade = getattr(gymjax, "grade", None)
+        self.has_grader = grade is not None
 
-        def reset(seed, params):
-            key = jax.random.PRNGKey(seed)
-            reset_key, step_key = jax.random.split(key)
+        def reset(seed, packed_params):
+            params = pp.unpack(packed_params)
+            reset_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
             obs, state = env.reset(reset_key, params)
             metrics = env._metrics(params, state, 0.0)  # the named metrics of the empty cluster
-            return state, step_key, _pack(obs, metrics, [])
+            return sp.pack(state), step_key, _pack(obs, metrics, [])
 
-        def step(step_key, i, state, action_vec, params):
+        def step(step_key, i, packed_state, action_vec, packed_params):
+            params = pp.unpack(packed_params)
             act = _action_from_vec(action_vec)
-            obs, state, reward, _terminated, truncated, info = env.step(jax.random.fold_in(step_key, i), state, act, params)
+            obs, state, reward, _terminated, truncated, info = env.step(
+                jax.random.fold_in(step_key, i), sp.unpack(packed_state), act, params
+            )
             counters = jnp.stack([info["counters"][c].astype(F32) for c in COUNTER_NAMES])
-            return state, info["episode"], _pack(obs, info["metrics"], [reward, truncated, counters])
+            ep = info["episode"]
+            score = grade(params, ep) if grade is not None else jnp.float32(-1.0)
+            extra = [reward, truncated, counters, score] + [getattr(ep, f) for f in self.episode_fields]
+            return sp.pack(state), _pack(obs, info["metrics"], extra)
 
         self.reset_fn = jax.jit(reset)
         self.step_fn = jax.jit(step)
-        grade = getattr(gymjax, "grade", None)
-        self.grade_fn = jax.jit(grade) if grade is not None else None
+        self.pack_params = jax.jit(pp.pack)
+        self.unpack_state = jax.jit(sp.unpack)
+        self.packed_params = self.pack_params(self.params)
 
-    def _layout(self, obs_dim: int, T: int) -> dict[str, slice]:
+    def _layout(self, obs_dim: int, episode) -> dict[str, slice]:
+        T = self.cfg.n_tenants
+        widths = [("obs", obs_dim)] + [(n, T if n in OBS_VECTOR_FIELDS else 1) for n in OBS_FIELDS]
+        widths += [("reward", 1), ("truncated", 1), ("counters", len(COUNTER_NAMES)), ("score", 1)]
+        widths += [(f"episode.{f}", int(np.prod(getattr(episode, f).shape, dtype=np.int64))) for f in self.episode_fields]
         out, i = {}, 0
-        out["obs"] = slice(i, i + obs_dim)
-        i += obs_dim
-        for n in OBS_FIELDS:
-            w = T if n in OBS_VECTOR_FIELDS else 1
-            out[n] = slice(i, i + w)
-            i += w
-        for n, w in (("reward", 1), ("truncated", 1), ("counters", len(COUNTER_NAMES))):
+        for n, w in widths:
             out[n] = slice(i, i + w)
             i += w
         return out
 
     def compile(self) -> None:
-        """Trace and compile reset/step/grade once (the first session of a task waits for this)."""
+        """Trace and compile reset/step once (the first session of a task waits for this)."""
         with self._lock:
             if self._compiled:
                 return
-            state, step_key, _ = self.reset_fn(0, self.params)
+            state, step_key, _ = self.reset_fn(0, self.packed_params)
             a = np.asarray([float(getattr(self.env.default_action(), n)) for n in KNOB_NAMES], np.float32)
-            _, ep, packed = self.step_fn(step_key, 0, state, a, self.params)
-            if self.grade_fn is not None:
-                self.grade_fn(self.params, ep).block_until_ready()
-            packed.block_until_ready()
+            _, host = self.step_fn(step_key, 0, state, a, self.packed_params)
+            host.block_until_ready()
+            self.unpack_state(state)
             self._compiled = True
 
-    def params_for(self, overrides: dict[str, Any]) -> gymjax.EnvParams:
-        """Params of this task with a client's params-only overrides (cached, bounded)."""
+    def validate(self, fields: dict[str, Any]) -> np.ndarray:
+        """A ServeAction from user fields, checked by gymjax (its ranges, then the env's n_slots);
+        returns the float32[6] knob vector. Verdicts on hashable inputs are cached (clients repeat)."""
+        try:
+            key = tuple(sorted((k, type(v).__name__, v) for k, v in fields.items()))
+            hash(key)
+        except TypeError:
+            key = None
+        if key is not None and key in self._valid_cache:
+            return self._valid_cache[key]
+        try:
+            action = gymjax.ServeAction.create(**fields)
+            self.env.validate_action(action)
+        except (ValueError, TypeError) as e:
+            name = next((k for k in KNOB_NAMES if f"ServeAction.{k}" in str(e)), None)
+            knob = {k.name: k for k in self.env.knobs}.get(name)
+            extra = {"field": name, "range": [knob.low, knob.high], "unit": knob.unit} if knob else {}
+            raise SessionError(422, str(e), **extra) from e
+        vec = np.asarray([float(fields[k]) for k in KNOB_NAMES], np.float32)
+        vec.setflags(write=False)
+        if key is not None:
+            with self._lock:
+                if len(self._valid_cache) > 4096:
+                    self._valid_cache.clear()
+                self._valid_cache[key] = vec
+        return vec
+
+    def params_for(self, overrides: dict[str, Any]) -> tuple[gymjax.EnvParams, tuple]:
+        """(params, packed params) of this task with a client's params-only overrides (cached, bounded)."""
         if not overrides:
-            return self.params
+            return self.params, self.packed_params
         bad = sorted(set(overrides) - set(CLIENT_OVERRIDES))
         if bad:
             raise SessionError(
@@ -180,13 +252,14 @@ class TaskRuntime:
             env, params = gymjax.make(self.name, **{**self.base_overrides, **overrides})
         except (ValueError, TypeError, KeyError) as e:
             raise SessionError(422, f"invalid overrides {overrides}: {e}", field="overrides") from e
-        if env.cfg != self.cfg:  # would need a new compilation: refused
+        if env.cfg != self.cfg or jax.tree.structure(params) != jax.tree.structure(self.params):  # would recompile
             raise SessionError(422, f"overrides {overrides} change the env's static sizes", field="overrides")
+        entry = (params, self.pack_params(params))
         with self._lock:
-            self._params_cache[key] = params
+            self._params_cache[key] = entry
             while len(self._params_cache) > 64:
                 self._params_cache.popitem(last=False)
-        return params
+        return entry
 
     def describe(self) -> dict[str, Any]:
         """The catalogue entry of this task (``GET /tasks``)."""
@@ -275,8 +348,9 @@ class Episode:
     def __init__(self, registry: RuntimeRegistry):
         self.registry = registry
         self.rt: TaskRuntime | None = None
-        self.params = None
-        self.state = None
+        self.params = None  # EnvParams of the episode (pytree), and packed for the jitted calls
+        self.packed_params = None
+        self.state = None  # packed EnvState (TreePacker buffers); env_state() unpacks it
         self.step_key = None
         self.task: str | None = None
         self.seed: int | None = None
@@ -288,7 +362,7 @@ class Episode:
         self.reward_sum = 0.0
         self.action_in_force: dict[str, float] = {}
         self.counters: dict[str, int] = {}
-        self.final_episode = None
+        self.final_episode: dict[str, Any] | None = None
         self.score: float | None = None
 
     # --------------------------------------------------------------------------------------------
@@ -304,10 +378,10 @@ class Episode:
             raise SessionError(422, "overrides must be an object", field="overrides")
         rt = self.registry.get(task)
         overrides = dict(overrides or {})
-        params = rt.params_for(overrides)
-        state, step_key, packed = rt.reset_fn(seed, params)
+        params, packed_params = rt.params_for(overrides)
+        state, step_key, packed = rt.reset_fn(seed, packed_params)
         host = np.asarray(packed).tolist()
-        self.rt, self.params, self.state, self.step_key = rt, params, state, step_key
+        self.rt, self.params, self.packed_params, self.state, self.step_key = rt, params, packed_params, state, step_key
         self.task, self.seed, self.overrides, self.episode_id = rt.name, seed, overrides, episode_id
         self.step_count, self.done, self.reward_sum, self.score, self.final_episode = 0, False, 0.0, None, None
         self.horizon = int(params.horizon_steps)
@@ -316,16 +390,14 @@ class Episode:
         return self._payload(host, reward=None)
 
     def validate(self, fields: dict[str, Any]) -> np.ndarray:
-        """A ServeAction from user fields, checked by gymjax (its ranges, then the env's n_slots)."""
-        try:
-            action = gymjax.ServeAction.create(**fields)
-            self.rt.env.validate_action(action)
-        except (ValueError, TypeError) as e:
-            name = next((k for k in KNOB_NAMES if f"ServeAction.{k}" in str(e)), None)
-            knob = {k.name: k for k in self.rt.env.knobs}.get(name)
-            extra = {"field": name, "range": [knob.low, knob.high], "unit": knob.unit} if knob else {}
-            raise SessionError(422, str(e), **extra) from e
-        return np.asarray([float(fields[k]) for k in KNOB_NAMES], np.float32)
+        """A ServeAction from user fields, checked by gymjax (``ServeAction.create`` + ``env.validate_action``)."""
+        if self.rt is None:
+            raise SessionError(409, "no episode: reset first")
+        return self.rt.validate(fields)
+
+    def env_state(self) -> gymjax.EnvState:
+        """The episode's current :class:`gymjax.EnvState` (for in-process policies)."""
+        return self.rt.unpack_state(self.state)
 
     def step(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Apply one ServeAction (a dict of the six knobs); returns the observation payload."""
@@ -335,7 +407,7 @@ class Episode:
             raise SessionError(409, f"the episode ended at step {self.step_count}; reset to start another")
         vec = self.validate(fields)
         rt = self.rt
-        self.state, ep, packed = rt.step_fn(self.step_key, self.step_count, self.state, vec, self.params)
+        self.state, packed = rt.step_fn(self.step_key, self.step_count, self.state, vec, self.packed_params)
         host = np.asarray(packed).tolist()
         lay = rt.layout
         reward = host[lay["reward"].start]
@@ -346,9 +418,9 @@ class Episode:
         self.counters = {c: int(v) for c, v in zip(COUNTER_NAMES, host[lay["counters"]], strict=True)}
         if host[lay["truncated"].start] > 0.5:
             self.done = True
-            self.final_episode = ep
-            if rt.grade_fn is not None:
-                self.score = float(rt.grade_fn(self.params, ep))
+            self.final_episode = {f: host[lay[f"episode.{f}"]] for f in rt.episode_fields}
+            if rt.has_grader:
+                self.score = host[lay["score"].start]
         return self._payload(host, reward=reward)
 
     def _payload(self, host: list[float], reward: float | None) -> dict[str, Any]:
@@ -391,10 +463,13 @@ class Episode:
             raise SessionError(409, "no episode: reset and step to the horizon first")
         if not self.done:
             raise SessionError(409, f"the episode is not finished: step {self.step_count} of {self.horizon}")
-        if self.rt.grade_fn is None:
+        if not self.rt.has_grader:
             raise SessionError(503, "this gymjax has no grader (gymjax.grade)")
-        ep = jax.device_get(self.final_episode)
-        episode = {f.name: np.asarray(getattr(ep, f.name)).tolist() for f in dataclasses.fields(ep)}
+        episode = {}
+        for f, v in self.final_episode.items():
+            is_int, is_scalar = self.rt.episode_kinds[f]
+            v = [int(x) for x in v] if is_int else v
+            episode[f] = v[0] if is_scalar else v
         return {
             "task": self.task,
             "seed": self.seed,
