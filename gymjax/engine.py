@@ -110,8 +110,8 @@ def hist_quantile(hist: jax.Array, q: float) -> jax.Array:
     """q-quantile (seconds) of a log-spaced histogram; the geometric centre of the bin. 0 if empty."""
     n_hist = hist.shape[-1]
     total = hist.sum(-1, keepdims=True)
-    cdf = jnp.cumsum(hist, -1)
-    idx = jnp.argmax(cdf >= q * total, axis=-1)
+    cdf = cumsum(hist)
+    idx = jnp.minimum(jnp.sum(cdf < q * total, axis=-1), n_hist - 1)  # first bin reaching q (no argmax)
     lo, hi = jnp.log(HIST_LO_S), jnp.log(HIST_HI_S)
     centre = jnp.exp(lo + (idx + 0.5) / n_hist * (hi - lo))
     return jnp.where(total[..., 0] > 0, centre, 0.0)

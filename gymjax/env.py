@@ -261,7 +261,7 @@ class ServingEnv:
         )
         u = jax.random.uniform(k_gap, (T, A), minval=1e-7, maxval=1.0)
         gaps = -jnp.log(u) / jnp.maximum(rate, 1e-6)[:, None]
-        offs = jnp.cumsum(gaps, axis=1)
+        offs = engine.cumsum(gaps)
         valid = offs < dt
         n_real = valid.sum(1)  # a Poisson process, truncated at A arrivals per interval
         lengths = lambda k, tab: self._sample_lengths(k, tab, (T, A))  # noqa: E731
@@ -279,7 +279,7 @@ class ServingEnv:
     def _enqueue(self, st: EnvState, times, prompt, out, valid):
         c = self.cfg
         T, A, Q = c.n_tenants, c.max_arrivals, c.queue_cap
-        j = jnp.cumsum(valid, axis=1) - 1
+        j = engine.cumsum(valid).astype(I32) - 1
         space = Q - st.q_count
         fits = valid & (j < space[:, None])
         pos = jnp.where(fits, ((st.q_head + st.q_count)[:, None] + j) % Q, Q)  # Q = out of bounds: dropped
@@ -301,7 +301,7 @@ class ServingEnv:
         pos = (st.q_head[:, None] + jnp.arange(W)[None, :]) % Q
         in_q = jnp.arange(W)[None, :] < st.q_count[:, None]
         stale = in_q & (st.t_now - jnp.take_along_axis(st.q_arrival, pos, 1) > params.max_wait_s)
-        n = jnp.cumprod(stale, axis=1).sum(1).astype(I32)
+        n = jnp.min(jnp.where(stale, W, jnp.arange(W)[None, :]), axis=1).astype(I32)  # length of the stale prefix
         return st.replace(q_head=(st.q_head + n) % Q, q_count=st.q_count - n), n
 
     def _step_interval(self, key, st: EnvState, act: ServeAction, params: EnvParams):
