@@ -54,7 +54,8 @@ def train_task(
     board = None
     if n_eval_seeds > 0:
         phase("evaluating")
-        policies = {"ppo": ppo_policy, **baseline_policies(env, params)}
+        sampled = make_policy(network, rs.train_state.params, rs.obs_norm, reader, config.normalize_obs, greedy=False)
+        policies = {"ppo": ppo_policy, "ppo-sampled": sampled, **baseline_policies(env, params)}
         board = scoreboard(env, params, policies, n_eval_seeds)
         for name in board:
             if name != "ppo":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 BENCHMARK_TASKS = ("static", "bursty", "adversarial", "azure-replay")
 # per-task training budget (env steps) of `make train`, chosen so all four fit in a few minutes on 2 CPU cores
-DEFAULT_STEPS = {"static": 300_000, "bursty": 500_000, "adversarial": 500_000, "azure-replay": 500_000}
+DEFAULT_STEPS = {"static": 300_000, "bursty": 800_000, "adversarial": 800_000, "azure-replay": 800_000}
 
 
 def main(argv: list[str] | None = None) -> int:
