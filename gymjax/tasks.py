@@ -251,18 +251,18 @@ def _adversarial() -> TaskSpec:
         tenants=(
             TenantSpec(
                 name="interactive", priority=3.0, slo_ttft_s=0.5, slo_tpot_s=0.03, spec_acceptance=0.6,
-                base_rate_rps=3.0, burst_high_mult=4.0, burst_low_mult=0.5, p_on_to_off=0.2, p_off_to_on=0.2,
+                base_rate_rps=4.5, burst_high_mult=4.0, burst_low_mult=0.5, p_on_to_off=0.2, p_off_to_on=0.2,
                 prompt=LengthDist(600.0, 0.8, 4096), output=LengthDist(150.0, 0.8, 1000),
             ),
             TenantSpec(
                 name="code", priority=2.0, slo_ttft_s=1.5, slo_tpot_s=0.05, spec_acceptance=0.85,
-                base_rate_rps=4.0, burst_high_mult=3.0, burst_low_mult=0.3, p_on_to_off=0.2, p_off_to_on=0.2,
+                base_rate_rps=6.0, burst_high_mult=3.0, burst_low_mult=0.3, p_on_to_off=0.2, p_off_to_on=0.2,
                 prompt=LengthDist(mixture=((0.88, 1469.0, 0.8), (0.12, 6500.0, 0.15)), cap=8000),
                 output=CODE_OUTPUT,
             ),
             TenantSpec(
                 name="batch", priority=1.0, slo_ttft_s=10.0, slo_tpot_s=0.15, spec_acceptance=0.4,
-                base_rate_rps=2.0, prompt=LengthDist(2000.0, 0.6, 8000), output=LengthDist(400.0, 0.5, 1500),
+                base_rate_rps=3.0, prompt=LengthDist(2000.0, 0.6, 8000), output=LengthDist(400.0, 0.5, 1500),
             ),
         ),
         config=EnvConfig(n_tenants=3, max_arrivals=32, window=4),

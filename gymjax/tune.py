@@ -11,7 +11,8 @@ disaggregated-25} x priority routing {off, on} (on only with several tenants). E
 disjoint from the evaluation seeds of :func:`gymjax.grading.eval_keys`.
 
 For tasks with Markov-modulated bursts, the same search runs with the phase pinned (no switching),
-once per phase, giving the oracle's table. Results go to ``gymjax/data/best_constant.json``.
+once per phase, over the fast knobs with the slow knobs (tier, split) held at the best constant's,
+giving the oracle's table. Results go to ``gymjax/data/best_constant.json``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ TUNE_SEED_BASE = 7_000_001
 OUT = Path(__file__).parent / "data" / "best_constant.json"
 
 
-def grid(env) -> np.ndarray:
-    """The documented grid as flat action indices [n, 6]."""
+def grid(env, fixed_slow: tuple[int, int] | None = None) -> np.ndarray:
+    """The documented grid as flat action indices [n, 6]; ``fixed_slow`` pins (tier, split)."""
     lv = {k.name: list(k.levels) for k in env.knobs}
     pick = lambda name, values: [lv[name].index(float(v)) for v in values]  # noqa: E731
     tiers = [i for i, q in enumerate(QUANT_TIERS) if q.name in ("bf16", "fp8", "int4")]
@@ -43,8 +44,8 @@ def grid(env) -> np.ndarray:
         list(range(len(lv["batch_cap"]))),
         pick("kv_budget_fraction", (0.9, 0.95)),
         pick("speculation_depth", (0, 1, 2, 4)),
-        tiers,
-        splits,
+        tiers if fixed_slow is None else [fixed_slow[0]],
+        splits if fixed_slow is None else [fixed_slow[1]],
         [0, 1] if env.cfg.n_tenants > 1 else [0],
     ]
     return np.asarray(list(itertools.product(*axes)), np.int32)
@@ -71,12 +72,15 @@ def _score_fn(env, n_steps: int):
 
 
 def search(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, phase: int = -1,
-           chunk: int = 256, log=print) -> dict:
-    """Best constant action of ``env`` (optionally with the burst phase pinned to ``phase``)."""
+           chunk: int = 256, fixed_slow: tuple[int, int] | None = None, log=print) -> dict:
+    """Best constant action of ``env`` (optionally with the burst phase pinned to ``phase`` and the
+    slow knobs pinned to ``fixed_slow`` = (tier, split))."""
     if phase >= 0:
         params = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
     n_steps = int(params.horizon_steps)
-    cands = grid(env)
+    cands = grid(env, fixed_slow)
+    refine = min(refine, len(cands))
+    chunk = min(chunk, len(cands))
     fn = _score_fn(env, n_steps)
     root = jax.random.PRNGKey(TUNE_SEED_BASE)
     keys = jax.random.split(root, seeds)
@@ -110,7 +114,10 @@ def tune_task(name: str, seeds: int = 2, refine: int = 8, refine_seeds: int = 8,
         per_assign = {}
         for bits in itertools.product([0, 1], repeat=len(mod)):
             phase = sum(b << t for b, t in zip(bits, mod))
-            per_assign[bits] = search(env, params, seeds, refine, refine_seeds, phase=phase, log=log)
+            # the oracle switches fast knobs only: switching a slow knob at every phase change would
+            # pay a reload/drain each time, so slow knobs stay at the best constant's
+            slow = (res["best"]["action"][3], res["best"]["action"][4])
+            per_assign[bits] = search(env, params, seeds, refine, refine_seeds, phase=phase, fixed_slow=slow, log=log)
         # table over all 2**T phase words; tenants without bursts do not matter
         table = []
         for word in range(2 ** env.cfg.n_tenants):

@@ -167,12 +167,35 @@ def cli_eval(argv: list[str] | None = None) -> int:
     return 0
 
 
+USAGE = """usage: inferencegym COMMAND ...
+
+  train --task T [--seed S] [--total-steps N] ...   train PPO on a task (see --help)
+  eval [--task T ...] [--seeds N]                   score every baseline on every task (scoreboard)
+  eval --policy PATH [--n-seeds N] [--sample]       score a saved PPO policy against the baselines
+  tune [--task T ...]                               grid-search the best constant action (and oracle)
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``inferencegym`` command (lives in ppo because it spans the trainer and gymjax)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("train", "eval"):
-        print("usage: python -m ppo.cli {train,eval} ...", file=sys.stderr)
-        return 2
-    return (cli_train if argv[0] == "train" else cli_eval)(argv[1:])
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("train", "eval", "tune"):
+        print(USAGE, file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        return cli_train(rest)
+    if cmd == "eval" and any(a == "--policy" or a.startswith("--policy=") for a in rest):
+        return cli_eval(rest)
+    if cmd == "eval":
+        from gymjax import scoreboard
+
+        scoreboard.main(rest)
+        return 0
+    from gymjax import tune
+
+    tune.main(rest)
+    return 0
 
 
 if __name__ == "__main__":
