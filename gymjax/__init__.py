@@ -1,20 +1,37 @@
 """gymjax: a pure-functional JAX simulator of an LLM inference-serving cluster.
 
-    env, params = gymjax.make("static")
-    obs, state = env.reset(key, params)
-    obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
+env, params = gymjax.make("static")
+obs, state = env.reset(key, params)
+obs, state, reward, terminated, truncated, info = env.step(key, state, action, params)
 """
 
 from gymjax import baselines
 from gymjax.engine import EnvConfig
 from gymjax.env import ServingEnv
+from gymjax.grading import evaluate, grade, grade_components
 from gymjax.spaces import KNOB_NAMES, knob_table
 from gymjax.tasks import LengthDist, TaskSpec, TenantSpec, make, registered_envs, task_spec
-from gymjax.grading import evaluate, grade, grade_components
 from gymjax.types import EnvParams, EnvState, EpisodeStats, Observation, ServeAction
 
 __all__ = [
-    "EnvConfig", "EnvParams", "EnvState", "EpisodeStats", "KNOB_NAMES", "LengthDist", "Observation",
-    "ServeAction", "ServingEnv", "baselines", "evaluate", "grade", "grade_components", "TaskSpec", "TenantSpec", "knob_table", "make", "registered_envs", "task_spec",
+    "EnvConfig",
+    "EnvParams",
+    "EnvState",
+    "EpisodeStats",
+    "KNOB_NAMES",
+    "LengthDist",
+    "Observation",
+    "ServeAction",
+    "ServingEnv",
+    "baselines",
+    "evaluate",
+    "grade",
+    "grade_components",
+    "TaskSpec",
+    "TenantSpec",
+    "knob_table",
+    "make",
+    "registered_envs",
+    "task_spec",
 ]
 __version__ = "0.1.0"

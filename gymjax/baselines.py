@@ -17,8 +17,8 @@ Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
-from typing import Callable
 
 import jax
 import jax.numpy as jnp

@@ -134,14 +134,15 @@ class ServingEnv:
 
     def encode_action(self, action: ServeAction) -> jax.Array:
         """Typed action -> the flat index of the nearest level of each knob."""
-        idx = [jnp.argmin(jnp.abs(lv - jnp.asarray(getattr(action, n), F32))) for lv, n in zip(self._levels, KNOB_NAMES)]
+        idx = [jnp.argmin(jnp.abs(lv - jnp.asarray(getattr(action, n), F32))) for lv, n in zip(self._levels, KNOB_NAMES, strict=True)]
         return jnp.stack(idx).astype(I32)
 
     def validate_action(self, action: ServeAction) -> ServeAction:
         """Outside jit: check the env-specific batch-cap bound on top of ServeAction's own checks."""
         cap = int(action.batch_cap)
         if not 1 <= cap <= self.cfg.n_slots:
-            raise ValueError(f"ServeAction.batch_cap={cap} is out of range [1, {self.cfg.n_slots}] (this env has {self.cfg.n_slots} batch slots)")
+            n = self.cfg.n_slots
+            raise ValueError(f"ServeAction.batch_cap={cap} is out of range [1, {n}] (this env has {n} batch slots)")
         return action
 
     def _clip_action(self, a: ServeAction) -> ServeAction:
@@ -205,7 +206,7 @@ class ServingEnv:
 
     def _initial_state(self, key: jax.Array, params: EnvParams) -> EnvState:
         c = self.cfg
-        B, T, Q, H = c.n_slots, c.n_tenants, c.queue_cap, c.n_hist
+        B, T, Q = c.n_slots, c.n_tenants, c.queue_cap
         k_burst, k_trace = jax.random.split(key)
         n_bins = params.trace_count.shape[0]
         trace_start = jax.random.randint(k_trace, (), 0, jnp.maximum(n_bins - params.horizon_steps, 1)) if c.use_trace else jnp.int32(0)
@@ -359,7 +360,6 @@ class ServingEnv:
         ss = st.step_stats
         if plan is None:
             plan = self.plan(params, st.action)
-        T = self.cfg.n_tenants
         ended = ss.finished.sum() + ss.dropped.sum()
         blocks = engine.kv_blocks(st).sum()
         kv_bytes_used = blocks * KV_BLOCK_TOKENS * plan.kv_bytes_per_token / params.n_gpus
@@ -379,7 +379,8 @@ class ServingEnv:
             gpu_memory_gb=jnp.where(plan.serving_ok, plan.weights_gb_per_gpu + (kv_bytes_used + plan.activation_bytes) / 1e9, 0.0),
             slo_attainment=jnp.where(ended > 0, ss.slo_met.sum() / jnp.maximum(ended, 1), 1.0).astype(F32),
             goodput_rps=ss.slo_met.sum() / dt,
-            cost_per_1k_tokens=jnp.minimum(cost * has_step / jnp.maximum(tokens, 1e-6) * 1000.0, 100.0) * (tokens > 0) + 100.0 * (tokens <= 0) * has_step,
+            # $ per 1k output tokens, capped at 100 (also when nothing was produced)
+            cost_per_1k_tokens=has_step * jnp.where(tokens > 0, jnp.minimum(cost / jnp.maximum(tokens, 1e-6) * 1000.0, 100.0), 100.0),
             arrival_rate=ss.arrived.sum() / dt,
             preemptions=ss.preemptions.astype(F32),
             dropped=ss.dropped.sum().astype(F32),

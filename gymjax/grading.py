@@ -16,7 +16,7 @@ cost and quality. Dropping traffic, idling or thrashing all drive ``A`` (and so 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

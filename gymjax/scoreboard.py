@@ -44,7 +44,8 @@ def print_table(board: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    names = sorted({n for t in board.values() for n in t}, key=lambda n: ["random", "vllm-default", "heuristic", "best-constant", "oracle", "ppo"].index(n) if n in ["random", "vllm-default", "heuristic", "best-constant", "oracle", "ppo"] else 99)
+    order = ["random", "vllm-default", "heuristic", "best-constant", "oracle", "ppo"]
+    names = sorted({n for t in board.values() for n in t}, key=lambda n: order.index(n) if n in order else 99)
     table = Table(title="episode score (mean ± 95% CI)")
     table.add_column("task")
     for n in names:

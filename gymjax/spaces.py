@@ -64,7 +64,7 @@ class MultiDiscrete:
 
     def sample(self, key: jax.Array) -> jax.Array:
         keys = jax.random.split(key, len(self.nvec))
-        return jnp.stack([jax.random.randint(k, (), 0, n) for k, n in zip(keys, self.nvec)]).astype(jnp.int32)
+        return jnp.stack([jax.random.randint(k, (), 0, n) for k, n in zip(keys, self.nvec, strict=True)]).astype(jnp.int32)
 
     def contains(self, x) -> jax.Array:
         x = jnp.asarray(x)

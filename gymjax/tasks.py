@@ -179,7 +179,8 @@ def task_spec(name: str, **overrides) -> TaskSpec:
     spec_over = {k: v for k, v in overrides.items() if k in spec_fields}
     unknown = set(overrides) - cfg_fields - spec_fields
     if unknown:
-        raise ValueError(f"unknown override(s) {sorted(unknown)}; task fields: {sorted(spec_fields - {'config'})}; sizes: {sorted(cfg_fields)}")
+        fields = sorted(spec_fields - {"config"})
+        raise ValueError(f"unknown override(s) {sorted(unknown)}; task fields: {fields}; sizes: {sorted(cfg_fields)}")
     if cfg_over:
         spec_over["config"] = dataclasses.replace(spec.config, **cfg_over)
     return dataclasses.replace(spec, **spec_over)

@@ -113,7 +113,7 @@ def tune_task(name: str, seeds: int = 2, refine: int = 8, refine_seeds: int = 8,
         mod = [t for t in range(env.cfg.n_tenants) if modulated[t]]
         per_assign = {}
         for bits in itertools.product([0, 1], repeat=len(mod)):
-            phase = sum(b << t for b, t in zip(bits, mod))
+            phase = sum(b << t for b, t in zip(bits, mod, strict=True))
             # the oracle switches fast knobs only: switching a slow knob at every phase change would
             # pay a reload/drain each time, so slow knobs stay at the best constant's
             slow = (res["best"]["action"][3], res["best"]["action"][4])
@@ -142,7 +142,9 @@ def main(argv=None) -> None:
     for t in tasks:
         t0 = time.time()
         data[t] = tune_task(t, args.seeds, args.refine, args.refine_seeds)
-        data[t]["command"] = f"python -m gymjax.tune --task {t} --seeds {args.seeds} --refine {args.refine} --refine-seeds {args.refine_seeds}"
+        data[t]["command"] = (
+            f"python -m gymjax.tune --task {t} --seeds {args.seeds} --refine {args.refine} --refine-seeds {args.refine_seeds}"
+        )
         data[t]["jax_version"] = jax.__version__
         print(f"  {t}: {time.time() - t0:.0f} s")
         args.out.parent.mkdir(parents=True, exist_ok=True)

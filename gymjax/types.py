@@ -49,7 +49,9 @@ class ServeAction:
         for knob in knob_table(MAX_SLOTS):
             v = getattr(self, knob.name)
             if isinstance(v, (str, bytes, list, tuple, dict)):
-                raise TypeError(f"ServeAction.{knob.name} must be a number ({knob.kind}) in [{knob.low:g}, {knob.high:g}], got {type(v).__name__} {v!r}")
+                raise TypeError(
+                    f"ServeAction.{knob.name} must be a number ({knob.kind}) in [{knob.low:g}, {knob.high:g}], got {type(v).__name__} {v!r}"
+                )
             if not _is_concrete(v):
                 continue  # traced or placeholder values: in range by construction inside jit
             arr = np.asarray(v)
@@ -61,9 +63,7 @@ class ServeAction:
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"ServeAction.{knob.name} must be finite, got {v!r}")
             if np.any(arr < knob.low) or np.any(arr > knob.high):
-                raise ValueError(
-                    f"ServeAction.{knob.name}={v!r} is out of range [{knob.low:g}, {knob.high:g}] ({knob.unit}): {knob.doc}"
-                )
+                raise ValueError(f"ServeAction.{knob.name}={v!r} is out of range [{knob.low:g}, {knob.high:g}] ({knob.unit}): {knob.doc}")
 
     @classmethod
     def create(cls, **fields) -> ServeAction:
