@@ -178,3 +178,12 @@ def test_chunked_rollout_equals_plain_vmap(small_env):
     chunked = make_rollout(env, 8, 5, chunk=4)(jax.random.PRNGKey(3), params)
     chex.assert_trees_all_equal(plain[0], chunked[0])  # every cluster's state bit for bit
     np.testing.assert_allclose(plain[1], chunked[1], rtol=1e-6)  # the cross-cluster mean: summation order
+
+
+@pytest.mark.parametrize("task", ["static", "bursty", "adversarial", "azure-replay"])
+def test_state_fits_64kb_per_cluster(task):
+    """65,536 clusters must fit in 4 GB: every task's state is at most 64 KB per cluster."""
+    env, params = gymjax.make(task)
+    _, st = jax.eval_shape(env.reset, jax.random.PRNGKey(0), params)
+    nbytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(st))
+    assert nbytes <= 64 * 1024, nbytes
