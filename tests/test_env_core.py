@@ -54,11 +54,22 @@ def _check_invariants(env, out):
     assert np.all(metrics.slo_attainment <= 1.0)
 
 
+_RANDOM_ROLLOUTS = {}
+
+
+def _random_rollout(env, params, n_clusters, n_steps):
+    """One compiled random-action rollout per shape, shared by the tests below."""
+    key = (id(env), n_clusters, n_steps)
+    if key not in _RANDOM_ROLLOUTS:
+        space = env.action_space(params)
+        _RANDOM_ROLLOUTS[key] = _rollout_fn(env, n_clusters, n_steps, lambda ks: jax.vmap(space.sample)(ks))
+    return _RANDOM_ROLLOUTS[key]
+
+
 @pytest.mark.parametrize("n_clusters", [1, 8])
 def test_invariants_random_actions(small_env, n_clusters):
     env, params = small_env
-    space = env.action_space(params)
-    run = _rollout_fn(env, n_clusters, 14, lambda ks: jax.vmap(space.sample)(ks))
+    run = _random_rollout(env, params, n_clusters, 10)
     _check_invariants(env, run(jax.random.PRNGKey(n_clusters), params))
 
 
@@ -89,7 +100,7 @@ def test_invalid_configuration_is_observable_not_a_crash():
 def test_same_key_same_trajectory_and_vmap_equals_single(small_env):
     env, params = small_env
     space = env.action_space(params)
-    run = _rollout_fn(env, 4, 10, lambda ks: jax.vmap(space.sample)(ks))
+    run = _random_rollout(env, params, 8, 10)
     a = run(jax.random.PRNGKey(7), params)
     b = run(jax.random.PRNGKey(7), params)
     chex.assert_trees_all_equal(a, b)
@@ -98,14 +109,14 @@ def test_same_key_same_trajectory_and_vmap_equals_single(small_env):
     step = jax.jit(env.step)
     reset = jax.jit(env.reset)
     key = jax.random.PRNGKey(7)
-    keys = jax.random.split(key, 4)
+    keys = jax.random.split(key, 8)
     step_keys = jax.random.split(key, 10)
-    for i in (0, 3):
+    for i in (0, 7):
         obs, st = reset(keys[i], params)
         for t in range(10):
             ka, ks = jax.random.split(step_keys[t])
-            act = space.sample(jax.random.split(ka, 4)[i])
-            obs, st, r, _, _, info = step(jax.random.split(ks, 4)[i], st, act, params)
+            act = space.sample(jax.random.split(ka, 8)[i])
+            obs, st, r, _, _, info = step(jax.random.split(ks, 8)[i], st, act, params)
             np.testing.assert_allclose(np.asarray(obs), np.asarray(a[0][t, i]), rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(float(r), float(a[1][t, i]), rtol=1e-5, atol=1e-6)
             assert int(info["counters"]["finished"]) == int(a[2]["finished"][t, i])
