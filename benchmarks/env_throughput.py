@@ -21,7 +21,7 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,7 +36,7 @@ def machine_info() -> dict:
     except (OSError, StopIteration):
         pass
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
@@ -47,14 +47,15 @@ def machine_info() -> dict:
     }
 
 
-def bench_one(task: str, n: int, steps: int, repeats: int, chunk: int | None) -> dict:
+def bench_one(task: str, n: int, steps: int, repeats: int, chunk: int | None, shard: bool) -> dict:
     import jax
 
     import gymjax
-    from gymjax.vector import make_rollout
+    from gymjax.vector import cluster_sharding, make_rollout
 
     env, params = gymjax.make(task)
-    run = make_rollout(env, n, steps, chunk=chunk)
+    run = make_rollout(env, n, steps, chunk=chunk, shard=shard)
+    sharded = shard and cluster_sharding(n) is not None
     t0 = time.perf_counter()
     st, r = run(jax.random.PRNGKey(0), params)
     jax.block_until_ready(r)
@@ -69,7 +70,8 @@ def bench_one(task: str, n: int, steps: int, repeats: int, chunk: int | None) ->
     wall = sorted(walls)[len(walls) // 2]
     cpu = sorted(cpus)[len(cpus) // 2]
     return {
-        "clusters": n, "steps": steps, "chunk": chunk, "compile_plus_first_run_s": round(compile_s, 3),
+        "clusters": n, "steps": steps, "chunk": chunk, "devices": jax.device_count() if sharded else 1,
+        "compile_plus_first_run_s": round(compile_s, 3),
         "median_wall_s": round(wall, 4), "median_cpu_s": round(cpu, 4),
         "env_steps_per_s": round(n * steps / wall, 1), "env_steps_per_cpu_s": round(n * steps / cpu, 1),
         "state_bytes_per_cluster": int(state_bytes), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -105,7 +107,9 @@ def main(argv=None) -> None:
     ap.add_argument("--clusters", type=int, nargs="*", default=[1, 64, 1024, 4096, 16384, 65536])
     ap.add_argument("--steps", type=int, default=0, help="steps per timed run (default: ~200k cluster-steps, >= 4)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=1024, help="clusters per chunk above this size (0: plain vmap)")
+    ap.add_argument("--chunk", type=int, default=0, help="process clusters in lax.map chunks of this size (0: plain vmap)")
+    ap.add_argument("--host-devices", type=int, default=0,
+                    help="CPU only: split the host into this many XLA devices (one per core) and shard the clusters over them")
     ap.add_argument("--single-core", action="store_true", help="re-run this benchmark under `taskset -c 0`")
     ap.add_argument("--tag", default="")
     ap.add_argument("--no-plot", action="store_true")
@@ -115,18 +119,21 @@ def main(argv=None) -> None:
         cmd = ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.env_throughput", *[a for a in (argv or sys.argv[1:])]]
         raise SystemExit(subprocess.call(cmd, env={**os.environ, "_IG_PINNED": "1"}))
 
+    if args.host_devices:
+        # must happen before JAX initialises its backend
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.host_devices}").strip()
     info = machine_info()
     rows = []
     for n in args.clusters:
         steps = args.steps or max(4, min(200, 200_000 // n))
         chunk = args.chunk if args.chunk and n > args.chunk else None
         try:
-            row = bench_one(args.task, n, steps, args.repeats, chunk)
+            row = bench_one(args.task, n, steps, args.repeats, chunk, shard=args.host_devices > 1)
         except Exception as e:  # noqa: BLE001 - out of memory at the largest sizes is a result, not a crash
             row = {"clusters": n, "error": f"{type(e).__name__}: {str(e)[:200]}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    tag = args.tag or ("single_core" if args.single_core else "")
+    tag = args.tag or ("single_core" if args.single_core else (f"{args.host_devices}dev" if args.host_devices > 1 else ""))
     stem = "env_throughput" + (f"_{tag}" if tag else "")
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = "python -m benchmarks.env_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -134,7 +141,10 @@ def main(argv=None) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
     ok = [r for r in rows if "env_steps_per_s" in r]
     if ok and not args.no_plot:
-        plot([(f"{args.task}, {info['cores_available']} core(s)", ok)], RESULTS / f"{stem}.png",
+        label = f"{args.task}, {info['cores_available']} core(s)"
+        if args.host_devices > 1:
+            label += f", sharded over {args.host_devices} host devices"
+        plot([(label, ok)], RESULTS / f"{stem}.png",
              f"gymjax env throughput ({info['cpu'][:40]}, jax {info['jax']})")
     print(f"wrote {RESULTS / (stem + '.json')}")
 

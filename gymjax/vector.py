@@ -30,18 +30,38 @@ def vmap_chunked(fn: Callable, n: int, chunk: int | None) -> Callable:
     return run
 
 
-def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = None, chunk: int | None = None):
+def cluster_sharding(n_clusters: int):
+    """A ``NamedSharding`` splitting the cluster axis over every local device (a 1-D mesh), or None
+    with one device or when ``n_clusters`` does not divide evenly.
+
+    On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` (set before JAX is
+    imported) makes one device per core: each then runs its share of clusters on its own thread,
+    which beats XLA:CPU's intra-op threading of these small kernels (see benchmarks/README).
+    """
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.devices()
+    if len(devices) < 2 or n_clusters % len(devices):
+        return None
+    return NamedSharding(Mesh(devices, ("clusters",)), PartitionSpec("clusters"))
+
+
+def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = None, chunk: int | None = None,
+                 shard: bool = False):
     """A jitted ``(key, params) -> (final states, per-step mean reward [n_steps])``.
 
     Each cluster resets with its own key, then steps ``n_steps`` times under ``policy(key, obs, state)``
-    (default: vLLM's default configuration held fixed).
+    (default: vLLM's default configuration held fixed). ``shard=True`` splits the clusters over all
+    local devices (:func:`cluster_sharding`); results are the same as unsharded.
     """
     if policy is None:
         a = env.encode_action(env.default_action())
         policy = lambda key, obs, state: a  # noqa: E731
+    sharding = cluster_sharding(n_clusters) if shard else None
+    place = (lambda x: x) if sharding is None else (lambda x: jax.lax.with_sharding_constraint(x, sharding))
 
     def run(key, params):
-        keys = jax.random.split(key, n_clusters)
+        keys = place(jax.random.split(key, n_clusters))
         reset = vmap_chunked(lambda k: env.reset(k, params), n_clusters, chunk)
         obs, st = reset(keys)
 
@@ -54,7 +74,7 @@ def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = N
 
         def body(carry, k):
             o, s = carry
-            o, s, r = step(jax.random.split(k, n_clusters), o, s)
+            o, s, r = step(place(jax.random.split(k, n_clusters)), o, s)
             return (o, s), jnp.mean(r)
 
         (obs, st), rewards = jax.lax.scan(body, (obs, st), jax.random.split(key, n_steps))
