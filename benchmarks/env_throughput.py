@@ -139,14 +139,23 @@ def main(argv=None) -> None:
     cmd = "python -m benchmarks.env_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
     out = {"command": cmd.strip(), "task": args.task, "machine": info, "results": rows}
     (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1))
-    ok = [r for r in rows if "env_steps_per_s" in r]
-    if ok and not args.no_plot:
-        label = f"{args.task}, {info['cores_available']} core(s)"
-        if args.host_devices > 1:
-            label += f", sharded over {args.host_devices} host devices"
-        plot([(label, ok)], RESULTS / f"{stem}.png",
-             f"gymjax env throughput ({info['cpu'][:40]}, jax {info['jax']})")
+    if not args.no_plot:
+        plot_all(f"gymjax env throughput, task {args.task} ({info['cpu'][:40]}, jax {info['jax']})")
     print(f"wrote {RESULTS / (stem + '.json')}")
+
+
+def plot_all(title: str) -> None:
+    """One plot of every saved variant (plain vmap, single core, sharded) in env_throughput.png."""
+    curves = []
+    for stem, label in (("env_throughput", "vmap, 2 cores"), ("env_throughput_single_core", "vmap, 1 core (taskset -c 0)"),
+                        ("env_throughput_2dev", "sharded over 2 host devices, 2 cores")):
+        f = RESULTS / f"{stem}.json"
+        if f.exists():
+            rows = [r for r in json.loads(f.read_text())["results"] if "env_steps_per_s" in r]
+            if rows:
+                curves.append((label, rows))
+    if curves:
+        plot(curves, RESULTS / "env_throughput.png", title)
 
 
 if __name__ == "__main__":
