@@ -94,7 +94,7 @@ class ServingEnv:
         k_step, k_reset = jax.random.split(key)
         act = action if isinstance(action, ServeAction) else self.decode_action(action)
         act = self._clip_action(act)
-        obs_st, reward, metrics = self._step_interval(k_step, state, act, params)
+        obs_st, reward, metrics, plan = self._step_interval(k_step, state, act, params)
         truncated = obs_st.step >= params.horizon_steps
         episode = obs_st.episode
         counters = {
@@ -113,10 +113,18 @@ class ServingEnv:
             "counters": counters,  # cumulative request counts of the episode that just stepped
             "episode": episode,  # EpisodeStats of that episode (before any auto-reset): what the grader reads
             "final_obs": final_obs,  # the pre-reset observation (bootstrap at truncation)
-            "kv_pool_blocks": self.plan(params, act).pool_blocks,
+            "kv_pool_blocks": plan.pool_blocks,
             "kv_blocks_used_max": obs_st.step_stats.kv_blocks_used_max,
         }
         return obs, state, reward, jnp.bool_(False), truncated, info
+
+    def metrics(self, params: EnvParams, state: EnvState) -> Observation:
+        """The named metrics of ``state``'s last interval (of an empty cluster right after reset)."""
+        return self._metrics(params, state, jnp.where(state.step > 0, 1.0, 0.0))
+
+    def flat_obs(self, metrics: Observation, action: ServeAction) -> jax.Array:
+        """The learner's observation vector for these metrics and the action in force."""
+        return self._flat_obs(metrics, self._clip_action(action))
 
     # ------------------------------------------------------------------------------------------
     # actions
@@ -215,7 +223,7 @@ class ServingEnv:
             active=jnp.zeros(B, bool), tenant=jnp.zeros(B, I32), prompt=jnp.zeros(B, I32), out_len=jnp.ones(B, I32),
             target=zB, prefilled=zB, generated=zB, kv_tokens=zB, t_arrival=zB, t_first=zB - 1.0,
             ready_at=jnp.full(B, engine.NEVER, F32),
-            pr_slot=jnp.full(c.prefill_ring, B, I32), pr_head=jnp.int32(0), pr_count=jnp.int32(0),
+            pr_slot=jnp.full(c.prefill_ring, B, I32), pr_count=jnp.int32(0),
             q_arrival=jnp.zeros((T, Q), F32), q_prompt=jnp.zeros((T, Q), I32), q_out=jnp.ones((T, Q), I32),
             q_generated=jnp.zeros((T, Q), F32), q_first=jnp.full((T, Q), -1.0, F32),
             q_head=jnp.zeros(T, I32), q_count=jnp.zeros(T, I32),
@@ -353,7 +361,7 @@ class ServingEnv:
             invalid_steps=ep.invalid_steps + (~plan.serving_ok).astype(I32), steps=ep.steps + 1,
             reward_sum=ep.reward_sum + reward,
         )
-        return st.replace(episode=ep), reward, metrics
+        return st.replace(episode=ep), reward, metrics, plan
 
     def _metrics(self, params: EnvParams, st: EnvState, has_step, plan: Plan | None = None) -> Observation:
         dt = params.dt_s

@@ -247,9 +247,8 @@ class EnvState:
     t_arrival: jax.Array  # f32
     t_first: jax.Array  # f32 first-token time, -1 before it
     ready_at: jax.Array  # f32 time decode may start (inf while prefilling)
-    # prefill ring [P]: slot indices in admission (FCFS) order
+    # prefill ring [P]: slot indices in admission (FCFS) order, kept compacted at the front
     pr_slot: jax.Array
-    pr_head: jax.Array
     pr_count: jax.Array
     # waiting queue: a FIFO ring per tenant [T, Q]
     q_arrival: jax.Array

@@ -123,7 +123,7 @@ def final_observation(env, info: dict, action: jax.Array) -> jax.Array:
     """
     if "final_obs" in info:
         return info["final_obs"]
-    return env._flat_obs(info["metrics"], env._clip_action(env.decode_action(action)))
+    return env.flat_obs(info["metrics"], env.decode_action(action))
 
 
 def make_env(config: PPOConfig):

@@ -152,7 +152,7 @@ class TaskRuntime:
             params = pp.unpack(packed_params)
             reset_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
             obs, state = env.reset(reset_key, params)
-            metrics = env._metrics(params, state, 0.0)  # the named metrics of the empty cluster
+            metrics = env.metrics(params, state)  # the named metrics of the empty cluster
             return sp.pack(state), step_key, _pack(obs, metrics, [])
 
         def step(step_key, i, packed_state, action_vec, packed_params):
