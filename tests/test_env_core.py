@@ -55,6 +55,14 @@ def _check_invariants(env, out):
 
 
 _RANDOM_ROLLOUTS = {}
+_STEPS = {}
+
+
+def _jitted_step(env):
+    """One jitted single-cluster step per env object, shared by the tests (params are arguments)."""
+    if id(env) not in _STEPS:
+        _STEPS[id(env)] = jax.jit(env.step)
+    return _STEPS[id(env)]
 
 
 def _random_rollout(env, params, n_clusters, n_steps):
@@ -84,16 +92,19 @@ def test_invariants_extreme_actions(small_env):
     _check_invariants(env, run(jax.random.PRNGKey(1), heavy))
 
 
-def test_invalid_configuration_is_observable_not_a_crash():
-    env, params = gymjax.make("static", model="llama-3-70b", **SMALL)  # 140 GB of BF16 weights on one H100
+def test_invalid_configuration_is_observable_not_a_crash(small_env):
+    env, _ = small_env
+    # 140 GB of BF16 weights on one H100; same shapes, so the small env's compiled step serves
+    params = gymjax.make("static", model="llama-3-70b", **SMALL)[1]
+    step = _jitted_step(env)
     obs, st = env.reset(jax.random.PRNGKey(0), params)
-    obs, st, r, _, _, info = jax.jit(env.step)(jax.random.PRNGKey(1), st, env.encode_action(env.default_action()), params)
+    obs, st, r, _, _, info = step(jax.random.PRNGKey(1), st, env.encode_action(env.default_action()), params)
     m = info["metrics"]
     assert float(m.invalid_config) == 1.0 and float(m.throughput_tps) == 0.0
     assert np.all(np.isfinite(np.asarray(obs)))
     # the same model fits in INT4 on 1 GPU? 70e9 * 0.52 B = 36 GB: yes
-    a = env.default_action().replace(quantization_tier=jnp.int32(3))
-    obs, st, r, _, _, info = jax.jit(env.step)(jax.random.PRNGKey(2), st, a, params)
+    a = env.encode_action(env.default_action().replace(quantization_tier=jnp.int32(3)))
+    obs, st, r, _, _, info = step(jax.random.PRNGKey(2), st, a, params)
     assert float(info["metrics"].invalid_config) == 0.0
 
 
@@ -106,7 +117,7 @@ def test_same_key_same_trajectory_and_vmap_equals_single(small_env):
     chex.assert_trees_all_equal(a, b)
 
     # cluster i of the vmapped run equals a single-cluster run with the same keys
-    step = jax.jit(env.step)
+    step = _jitted_step(env)
     reset = jax.jit(env.reset)
     key = jax.random.PRNGKey(7)
     keys = jax.random.split(key, 8)
@@ -143,7 +154,7 @@ def test_no_retrace(small_env):
 def test_auto_reset_at_horizon(small_env):
     env, params = small_env
     obs, st = env.reset(jax.random.PRNGKey(0), params)
-    step = jax.jit(env.step)
+    step = _jitted_step(env)
     a = env.encode_action(env.default_action())
     truncs = []
     for t in range(int(params.horizon_steps) + 1):

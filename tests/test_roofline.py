@@ -34,7 +34,7 @@ def _times(model, gpu, tier, tp):
 @pytest.mark.parametrize("case", list(REFERENCE))
 def test_reference_table(case):
     got = _times(*case)
-    for g, want in zip(got, REFERENCE[case]):
+    for g, want in zip(got, REFERENCE[case], strict=True):
         assert abs(g - want) / want < 0.02, (case, got, REFERENCE[case])
 
 
