@@ -36,7 +36,7 @@ def cluster_sharding(n_clusters: int):
 
     On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` (set before JAX is
     imported) makes one device per core: each then runs its share of clusters on its own thread,
-    which beats XLA:CPU's intra-op threading of these small kernels (see benchmarks/README).
+    which beats XLA:CPU's intra-op threading of these small kernels (README, Performance).
     """
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 

@@ -1,0 +1,99 @@
+"""Where one env step's time goes (the figures in the README's performance section).
+
+    taskset -c 0 python -m benchmarks.profile_step        # one core, so CPU time = one core's time
+
+1. Cost split: CPU seconds per cluster-step at ``n_leaps`` = 1 and 8 (2,048 clusters, task
+   ``static``) give the per-interval part and the per-leap part.
+2. XLA:CPU kernels: loop fusions in the compiled leap (the scan body of the step).
+3. Primitive costs under ``vmap`` over 4,096 x 64: ``jnp.argmax`` vs ``engine.argmax_first``,
+   ``jnp.cumsum`` vs ``engine.cumsum`` (triangular matmul).
+
+Writes ``benchmarks/results/profile_step.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "results" / "profile_step.json"
+
+
+def cpu_us_per_cluster_step(n_leaps: int, n: int = 2048, steps: int = 6) -> float:
+    import jax
+
+    import gymjax
+    from gymjax.vector import make_rollout
+
+    env, params = gymjax.make("static", n_leaps=n_leaps)
+    run = make_rollout(env, n, steps)
+    jax.block_until_ready(run(jax.random.PRNGKey(0), params)[1])
+    times = []
+    for i in range(3):
+        t = time.process_time()
+        jax.block_until_ready(run(jax.random.PRNGKey(i + 1), params)[1])
+        times.append(time.process_time() - t)
+    return sorted(times)[1] / (n * steps) * 1e6
+
+
+def leap_fusions() -> int:
+    import jax
+
+    import gymjax
+
+    env, params = gymjax.make("static")
+    n = 256
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    _, st = jax.vmap(env.reset, (0, None))(keys, params)
+    a = env.encode_action(env.default_action())
+    txt = jax.jit(jax.vmap(env.step, (0, 0, None, None))).lower(keys, st, a, params).compile().as_text()
+    # the largest while-loop body is the leap scan
+    bodies = re.findall(r"\n(%\S*region\S*[^\n]*\{\n)(.*?)\n\}", txt, re.S)
+    return max(len(re.findall(r"= \S+ fusion\(", body)) for _, body in bodies)
+
+
+def primitive_ns() -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from gymjax import engine
+
+    n, b, reps = 4096, 64, 20
+    x = jax.random.uniform(jax.random.PRNGKey(0), (n, b))
+
+    def bench(f):
+        g = jax.jit(lambda x: jax.lax.fori_loop(0, reps, lambda i, c: f(c), x))
+        g(x).block_until_ready()
+        t = time.process_time()
+        g(x).block_until_ready()
+        return round((time.process_time() - t) / reps / n * 1e9, 1)
+
+    v = jax.vmap
+    return {
+        "argmax (jnp.argmax)": bench(v(lambda r: r + jnp.argmax(r) * 1e-9)),
+        "argmax (engine.argmax_first)": bench(v(lambda r: r + engine.argmax_first(r) * 1e-9)),
+        "cumsum (jnp.cumsum)": bench(v(lambda r: jnp.cumsum(r) * 1e-2)),
+        "cumsum (engine.cumsum)": bench(v(lambda r: engine.cumsum(r) * 1e-2)),
+    }
+
+
+def main() -> None:
+    one, eight = cpu_us_per_cluster_step(1), cpu_us_per_cluster_step(8)
+    per_leap = (eight - one) / 7
+    res = {
+        "command": "taskset -c 0 python -m benchmarks.profile_step",
+        "cpu_us_per_cluster_step": {"n_leaps=1": round(one, 2), "n_leaps=8": round(eight, 2)},
+        "per_interval_us": round(one - per_leap, 2),
+        "per_leap_us": round(per_leap, 2),
+        "loop_fusions_per_leap": leap_fusions(),
+        "primitive_ns_per_cluster_vmap_4096x64": primitive_ns(),
+    }
+    print(json.dumps(res, indent=1))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
