@@ -48,6 +48,12 @@ def _latency01(x):
     return jnp.where(x > 0, jnp.clip((jnp.log10(jnp.maximum(x, 1e-3)) + 3.0) / 5.0, 0.0, 1.0), 0.0)
 
 
+def mirror_bursts(params: EnvParams, burst_on: jax.Array) -> jax.Array:
+    """Apply ``params.burst_mirror``: a mirrored tenant is "on" exactly when its partner is "off"."""
+    partner = burst_on[jnp.clip(params.burst_mirror, 0, burst_on.shape[0] - 1)]
+    return jnp.where(params.burst_mirror >= 0, 1 - partner, burst_on).astype(burst_on.dtype)
+
+
 class ServingEnv:
     """An LLM-serving cluster as a pure-functional environment.
 
@@ -228,7 +234,7 @@ class ServingEnv:
             q_generated=jnp.zeros((T, Q), F32), q_first=jnp.full((T, Q), -1.0, F32),
             q_head=jnp.zeros(T, I32), q_count=jnp.zeros(T, I32),
             t_now=jnp.float32(0.0), down_until=jnp.float32(0.0), action=self.default_action(), configured=jnp.bool_(False),
-            burst_on=jax.random.bernoulli(k_burst, 0.5, (T,)).astype(I32),
+            burst_on=mirror_bursts(params, jax.random.bernoulli(k_burst, 0.5, (T,)).astype(I32)),
             step=jnp.int32(0), trace_start=trace_start.astype(I32),
             step_stats=self._empty_step_stats(),
             episode=EpisodeStats(
@@ -345,7 +351,8 @@ class ServingEnv:
         # Markov-modulated burst phase for the next interval
         u = jax.random.uniform(k_burst, (c.n_tenants,))
         flip = jnp.where(st.burst_on > 0, u < params.p_on_to_off, u < params.p_off_to_on)
-        st = st.replace(burst_on=jnp.where(flip, 1 - st.burst_on, st.burst_on), step=st.step + 1, t_now=t_end)
+        burst_on = mirror_bursts(params, jnp.where(flip, 1 - st.burst_on, st.burst_on))
+        st = st.replace(burst_on=burst_on, step=st.step + 1, t_now=t_end)
 
         ss = st.step_stats
         cost = params.n_gpus * params.price_per_gpu_hour * params.dt_s / 3600.0

@@ -64,6 +64,7 @@ class TenantSpec:
     burst_low_mult: float = 1.0
     p_on_to_off: float = 0.0
     p_off_to_on: float = 0.0
+    burst_mirror: int = -1  # >= 0: this tenant is "on" exactly when that tenant is "off" (a traffic-mix shift)
     drift: float = 0.0
     diurnal_amp: float = 0.0
     diurnal_period_s: float = 600.0
@@ -136,7 +137,8 @@ def build_params(spec: TaskSpec) -> EnvParams:
         priority=arr("priority"), slo_ttft_s=arr("slo_ttft_s"), slo_tpot_s=arr("slo_tpot_s"),
         spec_acceptance=arr("spec_acceptance"), base_rate_rps=arr("base_rate_rps"),
         burst_high_mult=arr("burst_high_mult"), burst_low_mult=arr("burst_low_mult"),
-        p_on_to_off=arr("p_on_to_off"), p_off_to_on=arr("p_off_to_on"), drift=arr("drift"),
+        p_on_to_off=arr("p_on_to_off"), p_off_to_on=arr("p_off_to_on"),
+        burst_mirror=jnp.asarray([t.burst_mirror for t in ten], jnp.int32), drift=arr("drift"),
         diurnal_amp=arr("diurnal_amp"), diurnal_period_s=arr("diurnal_period_s"),
         prompt_quantiles=f(np.stack([t.prompt.quantiles(cfg.n_quantiles) for t in ten])),
         output_quantiles=f(np.stack([t.output.quantiles(cfg.n_quantiles) for t in ten])),

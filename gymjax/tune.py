@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gymjax.env import mirror_bursts
 from gymjax.grading import grade
 from gymjax.presets import PD_MODES, QUANT_TIERS
 
@@ -57,7 +58,8 @@ def _score_fn(env, n_steps: int):
     def one(params, action, key, phase):
         k_reset, k_run = jax.random.split(key)
         obs, st = env.reset(k_reset, params)
-        st = st.replace(burst_on=jnp.where(phase >= 0, (phase >> jnp.arange(env.cfg.n_tenants)) & 1, st.burst_on).astype(jnp.int32))
+        pinned = mirror_bursts(params, ((phase >> jnp.arange(env.cfg.n_tenants)) & 1).astype(jnp.int32))
+        st = st.replace(burst_on=jnp.where(phase >= 0, pinned, st.burst_on).astype(jnp.int32))
 
         def body(carry, k):
             st, ep = carry

@@ -174,6 +174,7 @@ class EnvParams:
     burst_low_mult: jax.Array  # multiplier in the "off" phase
     p_on_to_off: jax.Array  # per-step switching probabilities
     p_off_to_on: jax.Array
+    burst_mirror: jax.Array  # i32: -1 = own Markov chain; j >= 0 = "on" exactly when tenant j is "off" (mix shifts)
     drift: jax.Array  # relative rate change from start to end of the horizon
     diurnal_amp: jax.Array
     diurnal_period_s: jax.Array
