@@ -30,35 +30,69 @@ def vmap_chunked(fn: Callable, n: int, chunk: int | None) -> Callable:
     return run
 
 
-def cluster_sharding(n_clusters: int):
-    """A ``NamedSharding`` splitting the cluster axis over every local device (a 1-D mesh), or None
-    with one device or when ``n_clusters`` does not divide evenly.
+CLUSTER_AXIS = "clusters"  # the one mesh axis: the cluster (env) batch
+
+
+def cluster_mesh(devices=None):
+    """A 1-D ``Mesh`` named ``"clusters"`` over ``devices`` (default ``jax.devices()``: every device of
+    every process, so under ``jax.distributed`` the mesh spans all hosts)."""
+    import numpy as np
+    from jax.sharding import Mesh
+
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (CLUSTER_AXIS,))
+
+
+def cluster_sharding(n_clusters: int, dim: int = 0, shard: bool | None = True):
+    """A ``NamedSharding`` splitting axis ``dim`` (the cluster axis) over every device of a 1-D mesh
+    (:func:`cluster_mesh`), other axes replicated; or None when there is nothing to shard.
+
+    ``shard`` is the switch: ``False`` -> None; ``True``/``None`` -> None with one device, else the
+    sharding. With several devices and ``n_clusters`` not a multiple of their number, ``None`` (auto)
+    quietly falls back to no sharding and ``True`` raises ``ValueError``.
 
     On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`` (set before JAX is
     imported) makes one device per core: each then runs its share of clusters on its own thread,
     which beats XLA:CPU's intra-op threading of these small kernels (README, Performance).
     """
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    from jax.sharding import NamedSharding, PartitionSpec
 
-    devices = jax.devices()
-    if len(devices) < 2 or n_clusters % len(devices):
+    n_dev = jax.device_count()
+    if shard is False or n_dev < 2:
         return None
-    return NamedSharding(Mesh(devices, ("clusters",)), PartitionSpec("clusters"))
+    if n_clusters % n_dev:
+        if shard:
+            raise ValueError(f"shard=True: the cluster axis ({n_clusters}) must be a multiple of the device count ({n_dev})")
+        return None
+    return NamedSharding(cluster_mesh(), PartitionSpec(*([None] * dim), CLUSTER_AXIS))
 
 
-def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = None, chunk: int | None = None,
-                 shard: bool = False):
+def replicated(sharding):
+    """The fully replicated ``NamedSharding`` on ``sharding``'s mesh (parameters, optimiser state)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(sharding.mesh, PartitionSpec())
+
+
+def constrain(tree, sharding):
+    """``with_sharding_constraint`` on every leaf of ``tree``; the identity when ``sharding`` is None."""
+    if sharding is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = None, chunk: int | None = None, shard: bool | None = None):
     """A jitted ``(key, params) -> (final states, per-step mean reward [n_steps])``.
 
     Each cluster resets with its own key, then steps ``n_steps`` times under ``policy(key, obs, state)``
-    (default: vLLM's default configuration held fixed). ``shard=True`` splits the clusters over all
-    local devices (:func:`cluster_sharding`); results are the same as unsharded.
+    (default: vLLM's default configuration held fixed). The clusters are split over all devices when
+    there are several (``shard=None``, auto; ``True`` insists, ``False`` turns it off; see
+    :func:`cluster_sharding`); results are the same as unsharded, bit for bit.
     """
     if policy is None:
         a = env.encode_action(env.default_action())
         policy = lambda key, obs, state: a  # noqa: E731
-    sharding = cluster_sharding(n_clusters) if shard else None
-    place = (lambda x: x) if sharding is None else (lambda x: jax.lax.with_sharding_constraint(x, sharding))
+    sharding = cluster_sharding(n_clusters, shard=shard)
+    place = lambda x: constrain(x, sharding)  # noqa: E731
 
     def run(key, params):
         keys = place(jax.random.split(key, n_clusters))

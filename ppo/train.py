@@ -146,6 +146,7 @@ def make_train(
     env=None,
     env_params=None,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    shard: bool | None = None,
 ) -> Callable[[jax.Array], TrainOutput]:
     """Build ``train(key) -> TrainOutput`` for ``config`` (pure; ``jit``/``vmap`` it).
 
@@ -153,6 +154,13 @@ def make_train(
     ``progress(update, metrics)``, if given, is called on the host once per chunk
     (``config.progress_reports`` times per run, via ``jax.debug.callback``) with the number of
     updates done and that update's scalar metrics; under ``vmap`` it is called once per seed.
+
+    ``shard`` (``None``: auto) splits the env axis of training over every device when there are
+    several: env states, observations, the rollout and each minibatch are sharded over a 1-D mesh
+    (``gymjax.vector.cluster_sharding``), parameters and optimiser state are replicated, and XLA
+    all-reduces the gradients. ``False`` turns it off; ``True`` raises unless ``num_envs`` is a
+    multiple of the device count. Same key -> the same run as unsharded up to float summation order
+    (docs/scaling.md).
     """
     if env is None:
         env, env_params = make_env(config)
@@ -166,6 +174,15 @@ def make_train(
     n_mb = config.num_minibatches
     mb_size = config.batch_size // n_mb
     from gymjax.grading import grade
+    from gymjax.vector import cluster_sharding, constrain, replicated
+
+    envs_sh = cluster_sharding(N, shard=shard)  # [N, ...] leaves: env states, observations, per-env keys
+    if envs_sh is None:
+        steps_sh = mb_sh = rep_sh = None
+    else:
+        steps_sh = cluster_sharding(N, dim=1)  # [T, N, ...]: the rollout
+        mb_sh = cluster_sharding(mb_size, dim=1, shard=None)  # [n_mb, mb_size, ...]; left to XLA if it does not divide
+        rep_sh = replicated(envs_sh)
 
     norm_on = config.normalize_obs
 
@@ -189,7 +206,9 @@ def make_train(
         key, k_act, k_env = jax.random.split(rs.key, 3)
         logits, value = network.apply(rs.train_state.params, obs_norm_apply(rs.obs_norm, rs.obs, norm_on), reader.current(rs.obs))
         action = sample_action(k_act, logits)
-        obs, env_state, reward, term, trunc, info = v_step(jax.random.split(k_env, N), rs.env_state, action, env_params)
+        keys = constrain(jax.random.split(k_env, N), envs_sh)
+        obs, env_state, reward, term, trunc, info = v_step(keys, rs.env_state, action, env_params)
+        obs, env_state = constrain((obs, env_state), envs_sh)
         next_obs = jnp.where(trunc[:, None], v_final(info, action), obs)
         tr = Transition(
             obs=rs.obs,
@@ -229,7 +248,8 @@ def make_train(
 
     def update(rs: RunnerState, _):
         rs, traj = jax.lax.scan(env_step, rs, None, T)
-        ts, norm = rs.train_state, rs.obs_norm
+        traj = constrain(traj, steps_sh)
+        ts, norm = constrain((rs.train_state, rs.obs_norm), rep_sh)
 
         # advantages: rewards scaled, values of the true next observations in one batched pass
         _, next_values = network.apply(ts.params, obs_norm_apply(norm, traj.next_obs, norm_on))
@@ -245,7 +265,7 @@ def make_train(
             ts, key = carry
             key, k_perm = jax.random.split(key)
             perm = jax.random.permutation(k_perm, T * N)
-            mbs = jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), data)
+            mbs = constrain(jax.tree.map(lambda x: x[perm].reshape((n_mb, mb_size) + x.shape[1:]), data), mb_sh)
 
             def minibatch(ts, mb):
                 batch, a, t = mb
@@ -289,9 +309,10 @@ def make_train(
         key, k_init, k_reset, k_desync = jax.random.split(key, 4)
         net_params = network.init(k_init, jnp.zeros((obs_dim,), jnp.float32))
         ts = TrainState.create(apply_fn=network.apply, params=net_params, tx=tx)
-        obs, env_state = v_reset(jax.random.split(k_reset, N), env_params)
+        obs, env_state = v_reset(constrain(jax.random.split(k_reset, N), envs_sh), env_params)
         if config.desync_envs and horizon > 1:
             env_state = desync(k_desync, env_state)
+        obs, env_state = constrain((obs, env_state), envs_sh)
         rs = RunnerState(
             train_state=ts,
             obs_norm=obs_norm_init(obs_dim),
