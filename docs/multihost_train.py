@@ -48,8 +48,10 @@ def main() -> None:
     rs = out.runner_state
     # parameters, optimiser state and metrics are replicated: every process holds them whole
     score = np.asarray(out.metrics["episode_score"])[-1]
-    print(f"process {jax.process_index()}: final training-episode score {score:.3f}, "
-          f"env states: {len(rs.env_state.step.addressable_shards)} local shards of {rs.env_state.step.shape[0]} envs")
+    print(
+        f"process {jax.process_index()}: final training-episode score {score:.3f}, "
+        f"env states: {len(rs.env_state.step.addressable_shards)} local shards of {rs.env_state.step.shape[0]} envs"
+    )
     if jax.process_index() == 0:  # one writer
         save_policy(a.out, config, rs.train_state.params, rs.obs_norm, env.action_space(params).nvec, env.obs_dim, action_reader(env))
         print(f"saved {a.out}")
