@@ -256,7 +256,8 @@ def profile(d: Path) -> list[str]:
 
 def targets(d: Path) -> list[str]:
     lines = ["## Targets", ""]
-    cpu = gpu = None
+    cpu = None
+    gpus: dict[str, tuple[float, int]] = {}  # device kind -> best (env steps/s, clusters)
     for _, data in _load(d, "env_throughput*.json"):
         m = _machine(data)
         for r in data.get("results", []):
@@ -265,19 +266,23 @@ def targets(d: Path) -> list[str]:
             if m.get("backend") in (None, "cpu") and r["clusters"] == 4096:
                 cpu = max(cpu or 0, r["env_steps_per_s"])
             elif m.get("backend") == "gpu":
-                if gpu is None or r["env_steps_per_s"] > gpu[0]:
-                    gpu = (r["env_steps_per_s"], r["clusters"], m.get("device_kind", "GPU"))
+                kind = m.get("device_kind", "GPU")
+                if kind not in gpus or r["env_steps_per_s"] > gpus[kind][0]:
+                    gpus[kind] = (r["env_steps_per_s"], r["clusters"])
     lines.append(
         f"- 100,000 env steps/s at 4,096 clusters on 2 CPU cores: best measured {_n(cpu)} ({'met' if cpu and cpu >= 1e5 else 'not met'})."
         if cpu
         else "- 100,000 env steps/s at 4,096 clusters on 2 CPU cores: not measured."
     )
-    if gpu:
-        lines.append(
-            f"- 10,000,000 env steps/s on one H100: best measured {_n(gpu[0])} at {gpu[1]:,d} clusters on {gpu[2]} "
-            f"({'met' if gpu[0] >= 1e7 else 'not met'})."
-        )
-    else:
+    h100 = [(v, k) for k, v in gpus.items() if "H100" in k]
+    if h100:
+        (best, n), kind = max(h100)
+        lines.append(f"- 10,000,000 env steps/s on one H100: best measured {_n(best)} at {n:,d} clusters on {kind} "
+                     f"({'met' if best >= 1e7 else 'not met'}).")
+    for kind, (best, n) in sorted(gpus.items()):
+        if "H100" not in kind:
+            lines.append(f"- (other GPU) {kind}: best measured {_n(best)} env steps/s at {n:,d} clusters.")
+    if not gpus:
         lines.append("- 10,000,000 env steps/s on one H100: not measured yet (`benchmarks/gpu.sh` on a GPU machine writes `*_gpu.json`).")
     return lines + [""]
 
