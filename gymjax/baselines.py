@@ -8,8 +8,10 @@ Every score is shown against these:
 - ``best-constant``: the best fixed action of a documented grid search per task (``gymjax.tune``),
   loaded from ``gymjax/data/best_constant.json``; the strongest static tuning an engineer could do.
 - ``oracle``: where a task's load phases are known (Markov-modulated bursts), switches to each
-  phase's best constant using the hidden phase from the state. An upper reference: how much
-  adaptivity is worth.
+  phase's best constant using the hidden phase from the state (fast knobs only; slow knobs stay at
+  the best constant's). The per-phase actions are searched with the phase pinned, then refined by
+  coordinate ascent on free-running episodes (``gymjax.tune.improve_table``), since a switch leaves
+  a backlog and a mixed batch behind. A reference for how much adaptivity is worth.
 
 Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names to factories.
 """
@@ -68,8 +70,10 @@ def heuristic(env, params) -> Callable:
     - batch cap: one level down on preemptions or KV occupancy > 0.92; one level up while requests
       wait and KV occupancy < 0.75;
     - speculation: depth 3 while the batch is under 1/4 of the slots, 1 under 1/2, else 0;
-    - KV budget 0.9; FP8 where the GPU has it, else BF16; chunked prefill 512 (protects
-      inter-token latency); priority routing on when there are several tenants.
+    - KV budget 0.9; FP8 where the GPU has it, else BF16; colocated chunked prefill with the smallest
+      token budget of at least 8 tokens per batch slot (512 for 64 slots: a small budget protects
+      inter-token latency, but decode tokens come out of it first, so it must grow with the batch);
+      priority routing on when there are several tenants.
     """
     idx = obs_index(env)
     nvec = np.asarray(env.action_space(params).nvec)
@@ -79,7 +83,10 @@ def heuristic(env, params) -> Callable:
     tier = 1 if has_fp8 else 0
     kv_idx = int(np.argmin(np.abs(levels["kv_budget_fraction"] - 0.9)))
     spec_idx = [int(np.argmin(np.abs(levels["speculation_depth"] - d))) for d in (3, 1, 0)]
-    pd_idx = 1  # colocated, chunk 512
+    from gymjax.presets import PD_MODES
+
+    chunks = [(m.chunk_tokens, i) for i, m in enumerate(PD_MODES) if not m.disaggregated]
+    pd_idx = min((ct, i) for ct, i in chunks if ct >= 8 * c.n_slots)[1] if max(chunks)[0] >= 8 * c.n_slots else max(chunks)[1]
     prio = 1 if c.n_tenants > 1 else 0
     queue_scale = np.log1p(c.queue_cap * c.n_tenants)
     running_scale = c.n_slots

@@ -36,7 +36,23 @@ def run(tasks: list[str], n_seeds: int = 8, log=print) -> dict:
                                  "goodput": r["goodput"], "cost": r["cost"], "quality": r["quality"],
                                  "reward_sum_mean": float(np.mean(r["reward_sums"]))}
             log(f"  {task:13s} {name:14s} {r['mean']:.3f} ± {r['ci95']:.3f}   ({time.time() - t0:.0f} s)")
+        add_paired(board[task])
     return board
+
+
+def add_paired(row: dict, ref: str = "best-constant") -> None:
+    """Add ``minus_best_constant``: this policy's score minus ``ref``'s on the same evaluation seeds
+    (common random numbers), mean and paired 95 % CI. A CI that excludes 0 is a difference the seeds
+    cannot explain."""
+    from gymjax.grading import summarize
+
+    if ref not in row:
+        return
+    base = np.asarray(row[ref]["scores"])
+    for name, r in row.items():
+        if name != ref and len(r["scores"]) == len(base):
+            d = summarize(np.asarray(r["scores"]) - base)
+            r["minus_best_constant"] = {"mean": d["mean"], "ci95": d["ci95"]}
 
 
 def print_table(board: dict, console=None) -> None:
@@ -53,6 +69,18 @@ def print_table(board: dict, console=None) -> None:
     for task, row in board.items():
         table.add_row(task, *[f"{row[n]['mean']:.3f} ± {row[n]['ci95']:.3f}" if n in row else "—" for n in names])
     console.print(table)
+    diff = Table(title="minus best-constant on the same seeds (mean ± paired 95% CI)")
+    diff.add_column("task")
+    others = [n for n in names if n != "best-constant"]
+    for n in others:
+        diff.add_column(n, justify="right")
+    for task, row in board.items():
+        cells = []
+        for n in others:
+            d = row.get(n, {}).get("minus_best_constant")
+            cells.append(f"{d['mean']:+.3f} ± {d['ci95']:.3f}" if d else "—")
+        diff.add_row(task, *cells)
+    console.print(diff)
 
 
 def plot(board: dict, path: Path) -> None:
