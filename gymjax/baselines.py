@@ -9,9 +9,7 @@ Every score is shown against these:
   loaded from ``gymjax/data/best_constant.json``; the strongest static tuning an engineer could do.
 - ``oracle``: where a task's load phases are known (Markov-modulated bursts), switches to each
   phase's best constant using the hidden phase from the state (fast knobs only; slow knobs stay at
-  the best constant's). The per-phase actions are searched with the phase pinned, then refined by
-  coordinate ascent on free-running episodes (``gymjax.tune.improve_table``), since a switch leaves
-  a backlog and a mixed batch behind. A reference for how much adaptivity is worth.
+  the best constant's). An upper reference: how much adaptivity is worth.
 
 Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names to factories.
 """

@@ -222,35 +222,23 @@ def _static() -> TaskSpec:
 
 CODE_PROMPT = LengthDist(1469.0, 1.0, 7437)
 CODE_OUTPUT = LengthDist(13.0, 1.2, 1899)
-EDIT_PROMPT = LengthDist(600.0, 0.6, 6000)
-EDIT_OUTPUT = LengthDist(450.0, 0.6, 2000)
 
 
 @register("bursty")
 def _bursty() -> TaskSpec:
     return TaskSpec(
         name="bursty",
-        description="A code assistant whose traffic mix flips in bursts (Markov-modulated, phases of ~10 s): "
-        "'edit' requests (apply-this-change rewrites whose output mostly copies the input, so speculative "
-        "decoding is accepted 95 % of the time; ~30 req/s when on, drifting up 5 % over the episode) alternate "
-        "with 'chat' requests (free-form answers, acceptance 30 %; ~15.5 req/s when on); the idle side keeps "
-        "10 % of its rate. Prompts ~600, outputs ~450 tokens (log-normal). Llama-3-8B / 1xH100, 128 batch "
-        "slots; SLO TTFT 2 s, TPOT 50 ms. Medium: speculating 4-6 tokens deep is what keeps up with the edit "
-        "bursts, and it sinks the chat bursts (their verification passes go compute-bound for little gain), "
-        "so the best depth flips with the mix.",
+        description="One code-completion tenant with on/off bursts like production code traffic (Markov-modulated: "
+        "~1.5 req/s off, ~16 req/s on, phases of ~15-30 s) and a rate that drifts up 40 % over the episode; long "
+        "prompts (p50 ~1.5k), short outputs (p50 13). Llama-3-8B / 1xH100; SLO TTFT 1 s, TPOT 40 ms. Medium.",
         tenants=(
             TenantSpec(
-                name="edit", base_rate_rps=31.0, burst_high_mult=1.0, burst_low_mult=0.1, p_on_to_off=0.1,
-                p_off_to_on=0.1, drift=0.05, slo_ttft_s=2.0, slo_tpot_s=0.05, spec_acceptance=0.95,
-                prompt=EDIT_PROMPT, output=EDIT_OUTPUT,
-            ),
-            TenantSpec(
-                name="chat", base_rate_rps=15.7, burst_high_mult=1.0, burst_low_mult=0.1, burst_mirror=0,
-                slo_ttft_s=2.0, slo_tpot_s=0.05, spec_acceptance=0.3, prompt=EDIT_PROMPT, output=EDIT_OUTPUT,
+                name="code", base_rate_rps=1.0, burst_high_mult=16.0, burst_low_mult=1.5, p_on_to_off=0.06,
+                p_off_to_on=0.035, drift=0.4, slo_ttft_s=1.0, slo_tpot_s=0.04, spec_acceptance=0.8,
+                prompt=CODE_PROMPT, output=CODE_OUTPUT,
             ),
         ),
-        max_wait_s=5.0,
-        config=EnvConfig(n_slots=128, n_tenants=2, max_arrivals=96),
+        config=EnvConfig(max_arrivals=64),
     )
 
 

@@ -4,7 +4,7 @@
     python -m gymjax.tune --task bursty   # one task
 
 The grid (documented, the same for every task): every batch-cap level x KV budget {0.9, 0.95} x
-speculation depth {0, 1, 2, 4, 6} x tier {bf16, fp8, int4} x split {chunk-512, chunk-2048,
+speculation depth {0, 1, 2, 4} x tier {bf16, fp8, int4} x split {chunk-512, chunk-2048,
 disaggregated-25} x priority routing {off, on} (on only with several tenants). Each candidate runs
 ``--seeds`` full episodes (vmapped: every candidate x seed is one simulated cluster); the top
 ``--refine`` are re-scored on ``--refine-seeds`` seeds and the best mean wins. Tuning seeds are
@@ -12,8 +12,7 @@ disjoint from the evaluation seeds of :func:`gymjax.grading.eval_keys`.
 
 For tasks with Markov-modulated bursts, the same search runs with the phase pinned (no switching),
 once per phase, over the fast knobs with the slow knobs (tier, split) held at the best constant's,
-giving the oracle's first table; coordinate ascent on free-running episodes (:func:`improve_table`)
-then refines it, since a phase-pinned best ignores the backlog and mixed batch a switch leaves. Results go to ``gymjax/data/best_constant.json``.
+giving the oracle's table. Results go to ``gymjax/data/best_constant.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ def grid(env, fixed_slow: tuple[int, int] | None = None) -> np.ndarray:
     axes = [
         list(range(len(lv["batch_cap"]))),
         pick("kv_budget_fraction", (0.9, 0.95)),
-        pick("speculation_depth", (0, 1, 2, 4, 6)),
+        pick("speculation_depth", (0, 1, 2, 4)),
         tiers if fixed_slow is None else [fixed_slow[0]],
         splits if fixed_slow is None else [fixed_slow[1]],
         [0, 1] if env.cfg.n_tenants > 1 else [0],
@@ -106,64 +105,6 @@ def search(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, 
             "grid_size": int(len(cands)), "seeds": seeds, "refine_seeds": refine_seeds}
 
 
-def _table_score_fn(env, n_steps: int):
-    """jit(vmap over phase tables x seeds) of one free-running episode's score under a phase-aware
-    policy: at every step the action is ``table[phase word]``, the word read from the hidden state."""
-    T = env.cfg.n_tenants
-
-    def one(params, table, key):
-        k_reset, k_run = jax.random.split(key)
-        obs, st = env.reset(k_reset, params)
-
-        def body(carry, k):
-            st, ep = carry
-            word = jnp.sum(st.burst_on * (2 ** jnp.arange(T)))
-            _, st, _, _, _, info = env.step(k, st, table[word], params)
-            return (st, info["episode"]), None
-
-        (_, ep), _ = jax.lax.scan(body, (st, st.episode), jax.random.split(k_run, n_steps))
-        return grade(params, ep)
-
-    per_seed = jax.vmap(one, in_axes=(None, None, 0))
-    return jax.jit(jax.vmap(per_seed, in_axes=(None, 0, None)))
-
-
-def improve_table(env, params, table: np.ndarray, groups: list[list[int]], fixed_slow, seeds: int = 2,
-                  rounds: int = 2, refine_seeds: int = 8, chunk: int = 256, log=print) -> tuple[np.ndarray, float]:
-    """Coordinate ascent on the oracle's phase table in free-running episodes (phases switch as they
-    do in the task, with the backlog and the mixed batches a switch leaves behind).
-
-    ``groups`` lists, per load phase, the phase words that share its row. Each round re-searches
-    every phase's row over the fast-knob grid with the other rows held; a change is kept only if it
-    also wins on ``refine_seeds`` fresh seeds. Returns the table and its score on those seeds."""
-    n_steps = int(params.horizon_steps)
-    fn = _table_score_fn(env, n_steps)
-    root = jax.random.fold_in(jax.random.PRNGKey(TUNE_SEED_BASE), 2)
-    keys = jax.random.split(root, seeds)
-    keys2 = jax.random.split(jax.random.fold_in(root, 1), refine_seeds)
-    cands = grid(env, fixed_slow)
-    best_score = float(np.asarray(fn(params, jnp.asarray(table[None]), keys2)).mean())
-    for r in range(rounds):
-        changed = False
-        for words in groups:
-            tables = np.repeat(table[None], len(cands), 0)
-            tables[:, words] = cands[:, None, :]
-            scores = []
-            for i in range(0, len(tables), chunk):
-                batch = tables[i : i + chunk]
-                pad = chunk - len(batch) if len(tables) > chunk else 0
-                batch_p = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)]) if pad else batch
-                scores.append(np.asarray(fn(params, jnp.asarray(batch_p), keys)).mean(1)[: len(batch)])
-            top = int(np.argmax(np.concatenate(scores)))
-            s2 = float(np.asarray(fn(params, jnp.asarray(tables[top][None]), keys2)).mean())
-            if s2 > best_score + 1e-6:
-                table, best_score, changed = tables[top], s2, True
-        log(f"  {env.name} oracle table round {r + 1}: score {best_score:.3f}")
-        if not changed:
-            break
-    return table, best_score
-
-
 def tune_task(name: str, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, log=print) -> dict:
     import gymjax
 
@@ -172,25 +113,19 @@ def tune_task(name: str, seeds: int = 2, refine: int = 8, refine_seeds: int = 8,
     modulated = np.asarray((params.p_on_to_off > 0) | (params.p_off_to_on > 0))
     if modulated.any():
         mod = [t for t in range(env.cfg.n_tenants) if modulated[t]]
-        # the oracle switches fast knobs only: switching a slow knob at every phase change would
-        # pay a reload/drain each time, so slow knobs stay at the best constant's
-        slow = (res["best"]["action"][3], res["best"]["action"][4])
         per_assign = {}
         for bits in itertools.product([0, 1], repeat=len(mod)):
             phase = sum(b << t for b, t in zip(bits, mod, strict=True))
+            # the oracle switches fast knobs only: switching a slow knob at every phase change would
+            # pay a reload/drain each time, so slow knobs stay at the best constant's
+            slow = (res["best"]["action"][3], res["best"]["action"][4])
             per_assign[bits] = search(env, params, seeds, refine, refine_seeds, phase=phase, fixed_slow=slow, log=log)
-        # table over all 2**T phase words; tenants without bursts (or mirrored ones) do not matter
-        word_bits = [tuple((word >> t) & 1 for t in mod) for word in range(2 ** env.cfg.n_tenants)]
-        table = np.asarray([per_assign[b]["action"] for b in word_bits], np.int32)
-        groups = [[w for w, b in enumerate(word_bits) if b == bits] for bits in per_assign]
-        # phase-pinned bests ignore what a switch leaves behind: refine the table on the real process
-        table, score = improve_table(env, params, table, groups, slow, seeds, refine_seeds=refine_seeds, log=log)
-        res["phases"] = [
-            {"action": [int(x) for x in row], "typed": env.decode_action(jnp.asarray(row)).to_dict(),
-             "pinned_score": per_assign[word_bits[w]]["score"]}
-            for w, row in enumerate(table)
-        ]
-        res["oracle_score"] = score
+        # table over all 2**T phase words; tenants without bursts do not matter
+        table = []
+        for word in range(2 ** env.cfg.n_tenants):
+            bits = tuple((word >> t) & 1 for t in mod)
+            table.append(per_assign[bits])
+        res["phases"] = table
     return res
 
 
