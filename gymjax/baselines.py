@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gymjax.presets import PD_MODES
+
 F32 = jnp.float32
 I32 = jnp.int32
 
@@ -81,10 +83,8 @@ def heuristic(env, params) -> Callable:
     tier = 1 if has_fp8 else 0
     kv_idx = int(np.argmin(np.abs(levels["kv_budget_fraction"] - 0.9)))
     spec_idx = [int(np.argmin(np.abs(levels["speculation_depth"] - d))) for d in (3, 1, 0)]
-    from gymjax.presets import PD_MODES
-
-    chunks = [(m.chunk_tokens, i) for i, m in enumerate(PD_MODES) if not m.disaggregated]
-    pd_idx = min((ct, i) for ct, i in chunks if ct >= 8 * c.n_slots)[1] if max(chunks)[0] >= 8 * c.n_slots else max(chunks)[1]
+    colocated = [(m.chunk_tokens, i) for i, m in enumerate(PD_MODES) if not m.disaggregated]
+    pd_idx = min([ci for ci in colocated if ci[0] >= 8 * c.n_slots] or [max(colocated)])[1]
     prio = 1 if c.n_tenants > 1 else 0
     queue_scale = np.log1p(c.queue_cap * c.n_tenants)
     running_scale = c.n_slots
