@@ -4,12 +4,14 @@ Every score is shown against these:
 
 - ``random``: a uniform sample of the flat action space every step.
 - ``vllm-default``: vLLM's default configuration held fixed (``env.default_action()``).
-- ``heuristic``: reactive rules on the observation (queue, KV occupancy, preemptions, running batch).
+- ``heuristic``: reactive rules on the observation (queue, KV occupancy, preemptions, running batch)
+  and a roofline estimate of the speculation depth with the most accepted tokens per second.
 - ``best-constant``: the best fixed action of a documented grid search per task (``gymjax.tune``),
   loaded from ``gymjax/data/best_constant.json``; the strongest static tuning an engineer could do.
-- ``oracle``: where a task's load phases are known (Markov-modulated bursts), switches to each
-  phase's best constant using the hidden phase from the state (fast knobs only; slow knobs stay at
-  the best constant's). An upper reference: how much adaptivity is worth.
+- ``oracle``: where a task's load phases are known (Markov-modulated bursts), reads the hidden phase
+  from the state and plays that phase's row of a tuned table (``gymjax.tune.tune_oracle``): the
+  speculation depth and priority routing change with the phase; batch cap, KV budget and the slow
+  knobs are one setting for the episode. The reference for how much adaptivity is worth.
 
 Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names to factories.
 """
@@ -24,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gymjax.presets import PD_MODES
+from gymjax.presets import KV_BLOCK_TOKENS, PD_MODES
 
 F32 = jnp.float32
 I32 = jnp.int32
@@ -64,12 +66,53 @@ def vllm_default(env, params) -> Callable:
     return constant_policy(env, env.encode_action(env.default_action()))
 
 
+def speculation_by_goodput(env, params) -> Callable:
+    """``depth_index(action, running, ctx_tokens, tenant_weights)``: the speculation level with the most
+    accepted tokens per second for the current batch (SmartSpec-style, arXiv:2406.14066).
+
+    It evaluates the simulator's own roofline for one verification pass of the running batch at
+    every depth k: expected accepted tokens E(k) = (1 - a^(k+1)) / (1 - a), averaged over tenants
+    with ``tenant_weights`` (their arrival rates), divided by the pass time (B*(k+1) tokens through
+    the linear layers, one read of the KV cache, k draft steps). A small batch is memory-bound, so
+    deep speculation is nearly free and wins; a large batch is compute-bound, so every rejected
+    draft token costs throughput and the depth drops. With colocated prefill, a depth whose
+    verification tokens would take more than half of the chunk budget is ruled out while requests
+    wait (vLLM counts them against ``max_num_batched_tokens``).
+    """
+    from gymjax import engine
+
+    levels = jnp.asarray(next(k for k in env.knobs if k.name == "speculation_depth").levels, F32)
+    alpha = jnp.clip(params.spec_acceptance, 0.0, 0.999)
+
+    def choose(action, running, ctx, weights, waiting):
+        plan = env.plan(params, action)
+        d = jnp.maximum(running, 1.0)
+        share = jnp.where(plan.disagg, 1.0 - plan.prefill_share, 1.0)
+        kv_bytes = ctx * plan.kv_bytes_per_token
+        t1 = engine.iter_time(params, plan, d, engine.decode_attn_flops(params, 1.0, ctx), kv_bytes, share)
+        w = jnp.where(weights.sum() > 0, weights, jnp.ones_like(weights))
+        w = w / w.sum()
+
+        def rate(k):
+            t = engine.iter_time(params, plan, d * (k + 1.0), engine.decode_attn_flops(params, k + 1.0, ctx), kv_bytes, share)
+            t = t + k * params.spec_draft_cost_ratio * t1
+            e = jnp.sum(w * (1.0 - alpha ** (k + 1.0)) / (1.0 - alpha))
+            starves = (~plan.disagg) & waiting & (d * (k + 1.0) > 0.5 * plan.chunk)
+            return jnp.where(starves & (k > 0), -1.0, e / t)
+
+        return jnp.argmax(jax.vmap(rate)(levels)).astype(I32)
+
+    return choose
+
+
 def heuristic(env, params) -> Callable:
     """Reactive rules an operator would write (all fast knobs; slow knobs are fixed, no flapping):
 
     - batch cap: one level down on preemptions or KV occupancy > 0.92; one level up while requests
       wait and KV occupancy < 0.75;
-    - speculation: depth 3 while the batch is under 1/4 of the slots, 1 under 1/2, else 0;
+    - speculation: the depth with the most accepted tokens per second for the current batch and
+      tenant mix, from the roofline (:func:`speculation_by_goodput`): deep when the batch is small,
+      shallow or off when it is compute-bound;
     - KV budget 0.9; FP8 where the GPU has it, else BF16; colocated chunked prefill with the smallest
       token budget of at least 8 tokens per batch slot (512 for 64 slots: a small budget protects
       inter-token latency, but decode tokens come out of it first, so it must grow with the batch);
@@ -82,12 +125,14 @@ def heuristic(env, params) -> Callable:
     has_fp8 = float(params.tier_fallback[1]) == 0.0
     tier = 1 if has_fp8 else 0
     kv_idx = int(np.argmin(np.abs(levels["kv_budget_fraction"] - 0.9)))
-    spec_idx = [int(np.argmin(np.abs(levels["speculation_depth"] - d))) for d in (3, 1, 0)]
     colocated = [(m.chunk_tokens, i) for i, m in enumerate(PD_MODES) if not m.disaggregated]
     pd_idx = min([ci for ci in colocated if ci[0] >= 8 * c.n_slots] or [max(colocated)])[1]
     prio = 1 if c.n_tenants > 1 else 0
     queue_scale = np.log1p(c.queue_cap * c.n_tenants)
     running_scale = c.n_slots
+    rate_at = len(idx) + c.n_tenants  # per-tenant arrival rates follow the per-tenant queue depths
+    rate_scale = np.log1p(200.0)
+    spec_depth = speculation_by_goodput(env, params)
 
     def policy(key, obs, state):
         cur = _current_levels(env, obs)
@@ -95,11 +140,15 @@ def heuristic(env, params) -> Callable:
         kv = obs[idx["kv_occupancy"]]
         preempt = obs[idx["preemptions"]] > 0
         running = obs[idx["running"]] * running_scale
+        rates = jnp.expm1(obs[rate_at : rate_at + c.n_tenants] * rate_scale)
         cap = cur[0]
         cap = jnp.where(preempt | (kv > 0.92), cap - 1, jnp.where((queue >= 1) & (kv < 0.75), cap + 1, cap))
         cap = jnp.clip(cap, 0, nvec[0] - 1)
-        spec = jnp.where(running < c.n_slots / 4, spec_idx[0], jnp.where(running < c.n_slots / 2, spec_idx[1], spec_idx[2]))
-        return jnp.stack([cap, jnp.int32(kv_idx), spec, jnp.int32(tier), jnp.int32(pd_idx), jnp.int32(prio)]).astype(I32)
+        fixed = jnp.stack([cap, jnp.int32(kv_idx), jnp.int32(0), jnp.int32(tier), jnp.int32(pd_idx), jnp.int32(prio)]).astype(I32)
+        action = env.decode_action(fixed)
+        pool_tokens = env.plan(params, action).pool_blocks * KV_BLOCK_TOKENS
+        spec = spec_depth(action, running, kv * pool_tokens, rates, queue >= 1)
+        return fixed.at[2].set(spec)
 
     return policy
 
@@ -129,7 +178,7 @@ def has_oracle(env) -> bool:
 
 
 def oracle(env, params) -> Callable:
-    """Phase-aware: the best constant of the current burst phase (read from the hidden state)."""
+    """Phase-aware: the tuned table's row for the current burst phase (read from the hidden state)."""
     tuned = load_tuned().get(env.name, {})
     if "phases" not in tuned:
         raise KeyError(f"task {env.name!r} has no oracle (its load phases are not known)")

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from gymjax import engine
 from gymjax.engine import EnvConfig, Plan
+from gymjax.grading import MAX_QUALITY_LOSS
 from gymjax.presets import KV_BLOCK_TOKENS, PD_MODES
 from gymjax.spaces import KNOB_NAMES, Box, MultiDiscrete, knob_table
 from gymjax.types import EnvParams, EnvState, EpisodeStats, Observation, ServeAction, StepStats
@@ -427,7 +428,7 @@ class ServingEnv:
         """Shaped per-step reward; its episode sum ranks policies as the grader does (see README).
 
         r = [ sum_t w_t * (met_t - 0.5 * (finished_t - met_t) - 0.5 * dropped_t) ] / (w_mean * rate * dt)
-            * (1 - 10 * quality_cost)
+            * (0.9 + 0.1 * Qs),   Qs = 1 - clip(quality_cost / 0.03, 0, 1)  (the grader's quality term)
             - w_memory * max(kv_occupancy - 0.9, 0) / 0.1 - w_preempt * preemptions / (rate * dt)
         """
         ss = st.step_stats
@@ -436,7 +437,7 @@ class ServingEnv:
         met = ss.slo_met.astype(F32)
         missed = (ss.finished - ss.slo_met).astype(F32) + ss.dropped.astype(F32)
         slo = jnp.sum(w * (met - 0.5 * missed)) / norm
-        quality = 1.0 - 10.0 * plan.quality_cost
+        quality = 0.9 + 0.1 * (1.0 - jnp.clip(plan.quality_cost / MAX_QUALITY_LOSS, 0.0, 1.0))
         pressure = jnp.maximum(m.kv_occupancy - 0.9, 0.0) / 0.1
         preempt = ss.preemptions / (params.reward_norm_rps * params.dt_s)
         return (slo * jnp.where(slo > 0, quality, 1.0) - params.w_memory * pressure - params.w_preempt * preempt).astype(F32)

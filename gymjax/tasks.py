@@ -228,17 +228,25 @@ CODE_OUTPUT = LengthDist(13.0, 1.2, 1899)
 def _bursty() -> TaskSpec:
     return TaskSpec(
         name="bursty",
-        description="One code-completion tenant with on/off bursts like production code traffic (Markov-modulated: "
-        "~1.5 req/s off, ~16 req/s on, phases of ~15-30 s) and a rate that drifts up 40 % over the episode; long "
-        "prompts (p50 ~1.5k), short outputs (p50 13). Llama-3-8B / 1xH100; SLO TTFT 1 s, TPOT 40 ms. Medium.",
+        description="Two tenants on Llama-3-8B / 1xH100 (128 slots). IDE code completions arrive steadily (3 req/s, "
+        "prompts p50 ~1.5k, outputs p50 13) and must stream at 400 tokens/s (TPOT 2.5 ms, TTFT 0.5 s): only "
+        "speculative decoding reaches that (draft acceptance 0.8). Code-assistant chat comes in on/off bursts like "
+        "production traffic (Markov-modulated: ~2 req/s off, ~30 req/s on, phases of ~15-30 s; +20 % drift; "
+        "prompts and outputs p50 300; acceptance 0.3; TTFT 2 s, TPOT 50 ms), and in a burst deep speculation "
+        "wastes the compute chat needs. Clients give up after 10 s. Medium.",
         tenants=(
             TenantSpec(
-                name="code", base_rate_rps=1.0, burst_high_mult=16.0, burst_low_mult=1.5, p_on_to_off=0.06,
-                p_off_to_on=0.035, drift=0.4, slo_ttft_s=1.0, slo_tpot_s=0.04, spec_acceptance=0.8,
+                name="completion", slo_ttft_s=0.5, slo_tpot_s=0.0025, spec_acceptance=0.8, base_rate_rps=3.0,
                 prompt=CODE_PROMPT, output=CODE_OUTPUT,
             ),
+            TenantSpec(
+                name="chat", slo_ttft_s=2.0, slo_tpot_s=0.05, spec_acceptance=0.3, base_rate_rps=1.0,
+                burst_high_mult=30.0, burst_low_mult=2.0, p_on_to_off=0.06, p_off_to_on=0.035, drift=0.2,
+                prompt=LengthDist(300.0, 0.8, 4096), output=LengthDist(300.0, 0.7, 2000),
+            ),
         ),
-        config=EnvConfig(max_arrivals=64),
+        max_wait_s=10.0,
+        config=EnvConfig(n_slots=128, n_tenants=2, max_arrivals=64),
     )
 
 
@@ -246,29 +254,31 @@ def _bursty() -> TaskSpec:
 def _adversarial() -> TaskSpec:
     return TaskSpec(
         name="adversarial",
-        description="Three tenants with different SLO classes and priorities on Llama-3-8B / 2xH100: interactive chat "
-        "(priority 3, TTFT 0.5 s, TPOT 30 ms), code with bimodal prompts and rare very long ones (priority 2, TTFT "
-        "1.5 s), and batch summarisation with long outputs (priority 1, TTFT 10 s, TPOT 150 ms). Chat and code "
-        "flip between quiet and heavy every ~5 s, faster than an 8 s reload can follow. Hard.",
-        n_gpus=2,
+        description="Three tenants with different SLO classes and priorities on Llama-3-8B / 1xH100 (128 slots): a "
+        "tool-calling agent (priority 3, steady 3 req/s, prompts p50 2k, TTFT 0.5 s, TPOT 3 ms: it needs deep "
+        "speculation, acceptance 0.8), code with bimodal prompts and rare ~6.5k-token ones (priority 2, TTFT 1.5 s, "
+        "TPOT 50 ms, ~1-9 req/s) and chat (priority 1, ~2-24 req/s, acceptance 0.3, TTFT 2 s, TPOT 50 ms). Code and "
+        "chat flip between quiet and heavy every ~5 s, faster than an 8 s reload can follow, and a chat burst "
+        "makes deep speculation waste the compute it needs. Clients give up after 10 s. Hard.",
         tenants=(
             TenantSpec(
-                name="interactive", priority=3.0, slo_ttft_s=0.5, slo_tpot_s=0.03, spec_acceptance=0.6,
-                base_rate_rps=4.5, burst_high_mult=4.0, burst_low_mult=0.5, p_on_to_off=0.2, p_off_to_on=0.2,
-                prompt=LengthDist(600.0, 0.8, 4096), output=LengthDist(150.0, 0.8, 1000),
+                name="agent", priority=3.0, slo_ttft_s=0.5, slo_tpot_s=0.003, spec_acceptance=0.8, base_rate_rps=3.0,
+                prompt=LengthDist(2000.0, 0.6, 8000), output=LengthDist(80.0, 0.7, 1000),
             ),
             TenantSpec(
                 name="code", priority=2.0, slo_ttft_s=1.5, slo_tpot_s=0.05, spec_acceptance=0.85,
-                base_rate_rps=6.0, burst_high_mult=3.0, burst_low_mult=0.3, p_on_to_off=0.2, p_off_to_on=0.2,
+                base_rate_rps=3.0, burst_high_mult=3.0, burst_low_mult=0.3, p_on_to_off=0.2, p_off_to_on=0.2,
                 prompt=LengthDist(mixture=((0.88, 1469.0, 0.8), (0.12, 6500.0, 0.15)), cap=8000),
                 output=CODE_OUTPUT,
             ),
             TenantSpec(
-                name="batch", priority=1.0, slo_ttft_s=10.0, slo_tpot_s=0.15, spec_acceptance=0.4,
-                base_rate_rps=3.0, prompt=LengthDist(2000.0, 0.6, 8000), output=LengthDist(400.0, 0.5, 1500),
+                name="chat", priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.05, spec_acceptance=0.3,
+                base_rate_rps=1.0, burst_high_mult=24.0, burst_low_mult=2.0, p_on_to_off=0.2, p_off_to_on=0.2,
+                prompt=LengthDist(300.0, 0.8, 4096), output=LengthDist(300.0, 0.7, 2000),
             ),
         ),
-        config=EnvConfig(n_tenants=3, max_arrivals=32, window=4),
+        max_wait_s=10.0,
+        config=EnvConfig(n_slots=128, n_tenants=3, max_arrivals=48, window=4),
     )
 
 
