@@ -22,6 +22,7 @@ episodes, where phase transitions and backlogs count (:func:`tune_oracle`). Resu
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import time
@@ -39,8 +40,8 @@ TUNE_SEED_BASE = 7_000_001
 OUT = Path(__file__).parent / "data" / "best_constant.json"
 
 
-def grid(env, fixed_slow: tuple[int, int] | None = None) -> np.ndarray:
-    """The documented grid as flat action indices [n, 6]; ``fixed_slow`` pins (tier, split)."""
+def grid(env) -> np.ndarray:
+    """The documented grid as flat action indices [n, 6]."""
     lv = {k.name: list(k.levels) for k in env.knobs}
     pick = lambda name, values: [lv[name].index(float(v)) for v in values]  # noqa: E731
     tiers = list(range(len(QUANT_TIERS)))
@@ -49,13 +50,19 @@ def grid(env, fixed_slow: tuple[int, int] | None = None) -> np.ndarray:
         list(range(len(lv["batch_cap"]))),
         pick("kv_budget_fraction", (0.9, 0.95)),
         pick("speculation_depth", (0, 1, 2, 3, 4, 6)),
-        tiers if fixed_slow is None else [fixed_slow[0]],
-        splits if fixed_slow is None else [fixed_slow[1]],
+        tiers,
+        splits,
         [0, 1] if env.cfg.n_tenants > 1 else [0],
     ]
     return np.asarray(list(itertools.product(*axes)), np.int32)
 
 
+def _pinned(params):
+    """``params`` with the burst chains frozen: a phase set at reset stays for the episode."""
+    return params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
+
+
+@functools.lru_cache(maxsize=8)
 def _score_fn(env, n_steps: int):
     """jit(vmap over actions x seeds) of one constant-action episode's score; ``phase`` pins bursts."""
 
@@ -80,7 +87,7 @@ def _score_fn(env, n_steps: int):
 def _first_stage(env, params, cands: np.ndarray, seeds: int, phase: int, chunk: int) -> np.ndarray:
     """Mean score of every candidate over ``seeds`` tuning episodes (phase pinned when >= 0)."""
     if phase >= 0:
-        params = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
+        params = _pinned(params)
     chunk = min(chunk, len(cands))
     fn = _score_fn(env, int(params.horizon_steps))
     keys = jax.random.split(jax.random.PRNGKey(TUNE_SEED_BASE), seeds)
@@ -95,13 +102,12 @@ def _first_stage(env, params, cands: np.ndarray, seeds: int, phase: int, chunk: 
 
 
 def search(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, phase: int = -1,
-           chunk: int = 256, fixed_slow: tuple[int, int] | None = None, log=print) -> dict:
-    """Best constant action of ``env`` (optionally with the burst phase pinned to ``phase`` and the
-    slow knobs pinned to ``fixed_slow`` = (tier, split))."""
-    cands = grid(env, fixed_slow)
+           chunk: int = 256, log=print) -> dict:
+    """Best constant action of ``env`` (optionally with the burst phase pinned to ``phase``)."""
+    cands = grid(env)
     scores = _first_stage(env, params, cands, seeds, phase, chunk)
     if phase >= 0:
-        params = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
+        params = _pinned(params)
     refine = min(refine, len(cands))
     top = np.argsort(-scores)[:refine]
     keys2 = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(TUNE_SEED_BASE), 1), refine_seeds)
@@ -122,10 +128,12 @@ def phase_probabilities(params, tenants: list[int]) -> dict[tuple[int, ...], flo
             for bits in itertools.product([0, 1], repeat=len(tenants))}
 
 
-PHASE_KNOBS = (2, 5)  # speculation depth, priority routing: what the oracle switches per phase
-SHARED_KNOBS = (0, 1, 3, 4)  # batch cap, KV budget, tier, split: one setting for the whole episode
+# batch cap, KV budget, tier, split: one setting for the whole episode; the oracle switches the rest
+# (speculation depth, priority routing) per phase
+SHARED_KNOBS = (0, 1, 3, 4)
 
 
+@functools.lru_cache(maxsize=8)
 def _oracle_score_fn(env, n_steps: int):
     """jit(vmap over phase tables x seeds) of one free-running episode of the table oracle."""
     T = env.cfg.n_tenants
@@ -169,7 +177,7 @@ def tune_oracle(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int 
     members = [np.flatnonzero(inv == g) for g in range(len(groups))]
     value = np.array([sum(p * first[bits][m].max() for bits, p in probs.items()) for m in members])
     top = np.argsort(-value)[: min(refine, len(groups))]
-    pinned = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
+    pinned = _pinned(params)
     fn = _score_fn(env, int(params.horizon_steps))
     keys2 = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(TUNE_SEED_BASE), 1), refine_seeds)
     opts = np.concatenate([members[g] for g in top])  # every per-phase option of every top group
