@@ -190,3 +190,101 @@ def calibrate(n_seeds: int = 8, **spec_kw) -> dict[str, float]:
               f"dropped {int(ep.dropped.sum())}/{int(arrived)}")
     return out
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Adaptivity headroom (python -m gymjax.traces headroom)
+# --------------------------------------------------------------------------------------------------
+
+HEADROOM_SEED_BASE = 5_000_011  # disjoint from tuning and evaluation seeds
+
+
+def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict:
+    """How much any adaptive policy could gain over the best constant on ``azure-replay``.
+
+    1. Every action of a sub-grid (batch cap {48, the largest level} x KV 0.95 x every speculation depth x
+       {FP8, INT8} x {chunk-512, chunk-2048, disaggregated-25} x priority routing on; it contains
+       the tuned best constant) is scored on ``n_seeds`` windows. *Hindsight*: the best action of
+       each window, picked after seeing its score, minus the best single action (paired over windows).
+       It bounds what choosing a configuration per window (per "phase" of the day) could gain.
+    2. *Switching*: for the ``top_slow`` best (batch cap, tier, split) settings, every pair of
+       speculation depths (one while code traffic is active, one while it is not) is played, with
+       code activity read two ways: from the trace itself (code arrives in this interval or the
+       next: an oracle that sees the future) and reactively (code queued or arrived last interval).
+       The best pair is picked on the same windows it is scored on, so the gain is optimistic.
+
+    Returns the paired differences (mean, 95 % CI half-width) and the actions behind them.
+    """
+    import itertools
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from gymjax.env import ServingEnv
+    from gymjax.grading import grade
+    from gymjax.tasks import build_params
+
+    spec = azure_replay_spec(**spec_kw)
+    env = ServingEnv(spec.config, build_params(spec), name=spec.name)
+    params = env.default_params
+    lv = {k.name: list(k.levels) for k in env.knobs}
+    code = spec.tenants.index(next(t for t in spec.tenants if t.name == "code"))
+
+    def episode(table, key, mode):
+        """mode 0: table[0] always; 1: trace lookahead; 2: reactive. table[1] plays while code is active."""
+        k_reset, k_run = jax.random.split(key)
+        _, st = env.reset(k_reset, params)
+        n_bins = params.trace_count.shape[0]
+
+        def body(carry, k):
+            st, _ = carry
+            b = st.trace_start + st.step
+            ahead = (params.trace_count[b % n_bins, code] + params.trace_count[(b + 1) % n_bins, code]) > 0
+            reactive = (st.q_count[code] > 0) | (st.step_stats.arrived[code] > 0)
+            active = jnp.where(mode == 1, ahead, jnp.where(mode == 2, reactive, False))
+            _, st, _, _, _, info = env.step(k, st, table[active.astype(jnp.int32)], params)
+            return (st, info["episode"]), None
+
+        (_, ep), _ = jax.lax.scan(body, (st, st.episode), jax.random.split(k_run, spec.horizon_steps))
+        return grade(params, ep)
+
+    run = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0, None)), in_axes=(0, None, None)))
+    keys = jax.random.split(jax.random.PRNGKey(HEADROOM_SEED_BASE), n_seeds)
+    ci = lambda d: (float(np.mean(d)), float(1.96 * np.std(d, ddof=1) / np.sqrt(len(d))))  # noqa: E731
+
+    caps = sorted({int(np.argmin(np.abs(np.asarray(lv["batch_cap"]) - 48.0))), len(lv["batch_cap"]) - 1})
+    kv = lv["kv_budget_fraction"].index(0.95)
+    splits = [1, 2, 4]  # chunk-512, chunk-2048, disaggregated-25 (gymjax.presets.PD_MODES)
+    cands = np.asarray(list(itertools.product(caps, [kv],
+                                              range(len(lv["speculation_depth"])), [1, 2], splits, [1])), np.int32)
+    s = np.asarray(run(jnp.asarray(np.stack([cands, cands], 1)), keys, 0))  # [N, seeds]
+    best = int(np.argmax(s.mean(1)))
+    typed = lambda a: {k: float(v) for k, v in env.decode_action(jnp.asarray(a)).to_dict().items()}  # noqa: E731
+    out = {"n_seeds": n_seeds, "grid_size": int(len(cands)), "best_constant": {"action": cands[best].tolist(),
+           "typed": typed(cands[best]), "score": ci(s[best])}}
+    out["hindsight_minus_best"] = ci(s.max(0) - s[best])
+    log(f"best constant of the sub-grid ({len(cands)} actions, {n_seeds} windows): {typed(cands[best])} "
+        f"score {s[best].mean():.3f}")
+    log(f"hindsight best action per window minus it: {out['hindsight_minus_best'][0]:+.4f} "
+        f"+- {out['hindsight_minus_best'][1]:.4f}")
+
+    slow = []
+    for i in np.argsort(-s.mean(1)):
+        key = tuple(cands[i][[0, 3, 4]])
+        if key not in slow:
+            slow.append(key)
+        if len(slow) == top_slow:
+            break
+    tables = np.asarray([[[c, kv, q, t, p, 1], [c, kv, b, t, p, 1]] for c, t, p in slow
+                         for q, b in itertools.product(range(len(lv["speculation_depth"])), repeat=2)], np.int32)
+    for mode, name in ((1, "trace lookahead"), (2, "reactive")):
+        s2 = np.asarray(run(jnp.asarray(tables), keys, mode))
+        j = int(np.argmax(s2.mean(1)))
+        d = ci(s2[j] - s[best])
+        out[f"switching_{name.replace(' ', '_')}_minus_best"] = d
+        out[f"switching_{name.replace(' ', '_')}_table"] = {"quiet": typed(tables[j, 0]), "code_active": typed(tables[j, 1])}
+        log(f"switching speculation depth on code activity ({name}): quiet depth "
+            f"{lv['speculation_depth'][tables[j, 0, 2]]:g}, code-active depth {lv['speculation_depth'][tables[j, 1, 2]]:g}; "
+            f"minus the best constant {d[0]:+.4f} +- {d[1]:.4f}")
+    return out

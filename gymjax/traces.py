@@ -454,7 +454,8 @@ def _average_ranks(v: np.ndarray) -> np.ndarray:
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m gymjax.traces stats FILE [FILE ...]`` prints trace statistics (files, or
     the packaged names azure-code / azure-conv); ``python -m gymjax.traces calibrate [--speedup S]
-    [--n-gpus N] [--horizon H] [--seeds K]`` prints the load calibration of the azure-replay task."""
+    [--n-gpus N] [--horizon H] [--seeds K]`` prints the load calibration of the azure-replay task;
+    ``python -m gymjax.traces headroom [--seeds K] [--json F]`` what adaptivity could gain there."""
     import argparse
 
     ap = argparse.ArgumentParser(prog="python -m gymjax.traces", description="Trace statistics and azure-replay calibration.")
@@ -467,6 +468,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cal.add_argument("--n-gpus", type=int, default=None)
     cal.add_argument("--horizon", type=int, default=None)
     cal.add_argument("--n-slots", type=int, default=None)
+    hr = sub.add_parser("headroom", help="what an adaptive policy could gain over the best constant on azure-replay")
+    hr.add_argument("--seeds", type=int, default=16)
+    hr.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args(argv)
     if args.cmd == "stats":
         for f in args.files:
@@ -475,6 +479,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 print(f"{f} [{name}]")
                 for k, v in stats.items():
                     print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
+    elif args.cmd == "headroom":
+        import json
+
+        from gymjax.trace_tasks import headroom
+
+        res = headroom(args.seeds)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
     else:
         from gymjax.trace_tasks import calibrate
 

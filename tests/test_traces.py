@@ -266,6 +266,21 @@ def test_replay_is_deterministic_and_seeds_pick_windows(replay):
     assert len(starts) > 1
 
 
+def test_headroom_bounds_are_consistent():
+    """The headroom probe (python -m gymjax.traces headroom): hindsight and switching both contain the
+    best constant itself, so on the same windows neither can score below it."""
+    from gymjax.trace_tasks import headroom
+
+    out = headroom(n_seeds=3, top_slow=1, log=lambda *_: None, horizon_steps=H, n_slots=32)
+    assert out["grid_size"] in (36, 72) and 0.0 < out["best_constant"]["score"][0] <= 1.0
+    assert out["hindsight_minus_best"][0] >= 0.0
+    for mode in ("trace_lookahead", "reactive"):
+        assert out[f"switching_{mode}_minus_best"][0] >= -1e-6
+        table = out[f"switching_{mode}_table"]
+        assert set(table) == {"quiet", "code_active"}
+        assert table["quiet"]["quantization_tier"] == out["best_constant"]["typed"]["quantization_tier"]
+
+
 def test_user_trace_task(tmp_path):
     rng = np.random.default_rng(0)
     t = np.round(np.sort(rng.uniform(0, 30.0, 120)), 4)
