@@ -15,7 +15,7 @@
    The ratio raw/PPO is the learner's overhead.
 
 2. Wall time per task. For each of ``--tasks``: one full training run exactly as ``make train``
-   configures it (``PPOConfig(task)`` defaults, the per-task budget of ``ppo.train_all``), compile
+   configures it (``PPOConfig.for_task(task)``, the defaults of ``make train``), compile
    time apart, training time as the median of ``--task-repeats`` runs (default 1: a run is minutes
    on a CPU), env steps/s, and the final training-episode score. Evaluation against the baselines
    (``make train`` does it after training) is not included.
@@ -87,9 +87,7 @@ def bench_task(task: str, repeats: int, total_steps: int | None = None) -> dict:
 
     from ppo.config import PPOConfig
     from ppo.train import make_env, make_train
-    from ppo.train_all import DEFAULT_STEPS
-
-    cfg = PPOConfig(task=task, total_timesteps=total_steps or DEFAULT_STEPS.get(task, 500_000))
+    cfg = PPOConfig.for_task(task, **({"total_timesteps": total_steps} if total_steps else {}))
     env, params = make_env(cfg)
     key = jax.random.PRNGKey(0)
     t = time_jitted(jax.jit(make_train(cfg, env, params)), (key,), max(repeats - 1, 0))

@@ -91,11 +91,11 @@ def build_train_parser(prog: str = "inferencegym train") -> argparse.ArgumentPar
     p = argparse.ArgumentParser(prog=prog, description="Train fused PPO on one task, save the policy, print its scoreboard.")
     p.add_argument("--task", default=d.task, help="gymjax task name (see gymjax.registered_envs())")
     p.add_argument("--seed", type=int, default=0, help="training seed (bit-identical results per seed on one machine)")
-    p.add_argument("--total-steps", type=int, default=d.total_timesteps, help="env steps to train for")
-    p.add_argument("--num-envs", type=int, default=d.num_envs)
-    p.add_argument("--num-steps", type=int, default=d.num_steps, help="rollout length per update")
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--ent-coef", type=float, default=d.ent_coef)
+    p.add_argument("--total-steps", type=int, default=None, help="env steps to train for (default: ppo.config.TASK_DEFAULTS)")
+    p.add_argument("--num-envs", type=int, default=None, help=f"parallel envs (default {d.num_envs})")
+    p.add_argument("--num-steps", type=int, default=None, help=f"rollout length per update (default {d.num_steps})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--ent-coef", type=float, default=None, help="entropy bonus (default: the task's, see ppo.config.TASK_DEFAULTS)")
     p.add_argument("--env", action="append", metavar="KEY=VALUE", help="gymjax.make override, e.g. --env n_slots=32 (repeatable)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="any other PPOConfig field, e.g. --set gamma=0.99 (repeatable)")
     p.add_argument("--out", default=None, help="output directory (default runs/<task>)")
@@ -105,17 +105,12 @@ def build_train_parser(prog: str = "inferencegym train") -> argparse.ArgumentPar
 
 
 def config_from_args(a: argparse.Namespace) -> PPOConfig:
-    fields = dict(
-        task=a.task,
-        total_timesteps=a.total_steps,
-        num_envs=a.num_envs,
-        num_steps=a.num_steps,
-        lr=a.lr,
-        ent_coef=a.ent_coef,
-        env_kwargs=_pairs(a.env, "--env"),
-    )
+    """The task's defaults (:meth:`PPOConfig.for_task`), then the flags given, then ``--set`` fields."""
+    flags = dict(total_timesteps=a.total_steps, num_envs=a.num_envs, num_steps=a.num_steps, lr=a.lr, ent_coef=a.ent_coef)
+    fields = {k: v for k, v in flags.items() if v is not None}
+    fields["env_kwargs"] = _pairs(a.env, "--env")
     fields.update(_pairs(a.set, "--set"))
-    return PPOConfig.from_dict(fields)
+    return PPOConfig.for_task(a.task, **fields)
 
 
 def cli_train(argv: list[str] | None = None) -> int:

@@ -69,32 +69,46 @@ def head_mask(nvec: tuple[int, ...]) -> jax.Array:
 
 class ActionReader(NamedTuple):
     """Reads the action in force back from a raw gymjax observation (which carries each knob's
-    value normalised to [0, 1]): ``current(obs[..., obs_dim]) -> int32[..., n_knobs]`` level indices."""
+    value normalised to [0, 1]): ``current(obs[..., obs_dim]) -> int32[..., n_knobs]`` level indices.
+
+    At the first observation of an episode (``progress`` 0) nothing is deployed yet: the first
+    action is the initial deployment and costs no reload, so ``current`` returns -1 for every knob
+    there (no hold bonus; the one-hot of -1 is all zeros). ``progress_position`` -1 turns this off
+    (policies saved before it existed)."""
 
     positions: tuple[int, ...]  # index of each knob's normalised value in the flat observation
     levels01: tuple[tuple[float, ...], ...]  # each knob's levels, normalised like the observation
+    progress_position: int = -1  # index of ``progress`` in the flat observation
 
     def current(self, obs: jax.Array) -> jax.Array:
         max_n = max(len(lv) for lv in self.levels01)
         lv = jnp.asarray([list(x) + [1e3] * (max_n - len(x)) for x in self.levels01], jnp.float32)  # [K, M]
         v = obs[..., jnp.asarray(self.positions)]
-        return jnp.argmin(jnp.abs(v[..., None] - lv), axis=-1).astype(jnp.int32)
+        idx = jnp.argmin(jnp.abs(v[..., None] - lv), axis=-1).astype(jnp.int32)
+        if self.progress_position >= 0:
+            idx = jnp.where(obs[..., self.progress_position, None] <= 0.0, -1, idx)
+        return idx
 
     def to_dict(self) -> dict:
-        return {"positions": list(self.positions), "levels01": [list(x) for x in self.levels01]}
+        return {"positions": list(self.positions), "levels01": [list(x) for x in self.levels01],
+                "progress_position": int(self.progress_position)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ActionReader:
-        return cls(tuple(int(i) for i in d["positions"]), tuple(tuple(float(v) for v in x) for x in d["levels01"]))
+        return cls(tuple(int(i) for i in d["positions"]), tuple(tuple(float(v) for v in x) for x in d["levels01"]),
+                   int(d.get("progress_position", -1)))
 
 
-def action_reader(env) -> ActionReader:
+def action_reader(env, free_first_action: bool = True) -> ActionReader:
+    """The :class:`ActionReader` of ``env``'s observation; ``free_first_action=False`` reads the
+    reset observation's (default) action as in force (the hold bonus then applies at step 0 too)."""
     from gymjax.baselines import obs_index
 
     idx = obs_index(env)
     return ActionReader(
         positions=tuple(int(idx[f"action.{k.name}"]) for k in env.knobs),
         levels01=tuple(tuple(float((v - k.low) / (k.high - k.low)) for v in k.levels) for k in env.knobs),
+        progress_position=int(idx["progress"]) if free_first_action else -1,
     )
 
 

@@ -48,7 +48,7 @@ def train_task(
     rs = out.runner_state
 
     network = make_network(config, env, params)
-    reader = action_reader(env)
+    reader = action_reader(env, config.free_first_action)
     ppo_policy = make_policy(network, rs.train_state.params, rs.obs_norm, reader, config.normalize_obs, greedy=True)
 
     board = None

@@ -167,7 +167,7 @@ def make_train(
     elif env_params is None:
         env_params = env.default_params
     network = make_network(config, env, env_params)
-    reader = action_reader(env)
+    reader = action_reader(env, config.free_first_action)
     obs_dim = int(env.obs_dim)
     horizon = int(env_params.horizon_steps)
     N, T = config.num_envs, config.num_steps

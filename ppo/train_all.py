@@ -18,15 +18,13 @@ import time
 from pathlib import Path
 
 BENCHMARK_TASKS = ("static", "bursty", "adversarial", "azure-replay")
-# per-task training budget (env steps) of `make train`, chosen so all four fit in a few minutes on 2 CPU cores
-DEFAULT_STEPS = {"static": 300_000, "bursty": 800_000, "adversarial": 800_000, "azure-replay": 800_000}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ppo.train_all", description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="*", default=list(BENCHMARK_TASKS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--total-steps", type=int, default=None, help="env steps per task (default: per-task budget)")
+    p.add_argument("--total-steps", type=int, default=None, help="env steps per task (default: ppo.config.TASK_DEFAULTS)")
     p.add_argument("--eval-seeds", type=int, default=16)
     p.add_argument("--out", default="runs")
     p.add_argument("--no-cache", action="store_true", help="do not use the persistent XLA compilation cache (runs/.jax_cache)")
@@ -58,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     results: dict[str, dict] = {}
     for task in tasks:
-        steps = a.total_steps or DEFAULT_STEPS.get(task, 500_000)
-        config = PPOConfig(task=task, total_timesteps=steps)
+        config = PPOConfig.for_task(task, **({"total_timesteps": a.total_steps} if a.total_steps else {}))
         with progress_bar(f"{task} seed {a.seed}", config.num_updates) as (on_progress, on_phase):
             s = train_task(config, a.seed, out / task, progress=on_progress, n_eval_seeds=a.eval_seeds, on_phase=on_phase)
         console.print(

@@ -208,6 +208,40 @@ def test_config_validation_and_json_roundtrip():
     assert c.num_updates >= 10_000 // 80 - c.num_chunks
 
 
+def test_no_hold_bonus_at_the_initial_deployment():
+    """The first observation of an episode (progress 0) reads as "nothing deployed": the actor adds no
+    hold bonus there, since the first action deploys without a reload; later observations read the
+    action in force back exactly."""
+    env, params = gymjax.make("static", horizon_steps=5, n_slots=8)
+    reader = action_reader(env)
+    obs, st = env.reset(jax.random.PRNGKey(0), params)
+    assert (np.asarray(reader.current(obs)) == -1).all()
+    a = env.encode_action(env.default_action()).at[3].set(1)  # FP8
+    obs2, *_ = env.step(jax.random.PRNGKey(1), st, a, params)
+    np.testing.assert_array_equal(np.asarray(reader.current(obs2)), np.asarray(a))
+    batch = jnp.stack([obs, obs2])
+    assert (np.asarray(reader.current(batch))[0] == -1).all() and (np.asarray(reader.current(batch))[1] == np.asarray(a)).all()
+    # a reader saved before progress_position existed keeps reading the (default) action at step 0
+    old = type(reader).from_dict({k: v for k, v in reader.to_dict().items() if k != "progress_position"})
+    np.testing.assert_array_equal(np.asarray(old.current(obs)), np.asarray(env.encode_action(env.default_action())))
+    assert type(reader).from_dict(reader.to_dict()) == reader
+
+
+def test_task_defaults_then_flags_then_set():
+    from ppo.cli import build_train_parser, config_from_args
+    from ppo.config import TASK_DEFAULTS
+
+    parse = lambda *argv: config_from_args(build_train_parser().parse_args(list(argv)))  # noqa: E731
+    c = parse("--task", "bursty")
+    assert c == PPOConfig.for_task("bursty") and c.ent_coef == TASK_DEFAULTS["bursty"]["ent_coef"] != PPOConfig().ent_coef
+    assert c.total_timesteps == TASK_DEFAULTS["bursty"]["total_timesteps"]
+    assert parse("--task", "bursty", "--ent-coef", "0.002").ent_coef == 0.002
+    assert parse("--task", "bursty", "--ent-coef", "0.002", "--set", "ent_coef=0.05").ent_coef == 0.05
+    c = parse("--task", "static", "--total-steps", "1000", "--env", "n_slots=16")
+    assert c.total_timesteps == 1000 and c.env_kwargs == {"n_slots": 16} and c.ent_coef == PPOConfig().ent_coef
+    assert PPOConfig.for_task("trace") == PPOConfig(task="trace")  # a task without an entry: the class defaults
+
+
 @pytest.mark.slow
 def test_vmapped_seeds_learn_to_beat_random_on_small_static():
     """jit(vmap(train)) over 2 seeds; seed 0's greedy policy clearly beats random and is no worse than vLLM defaults."""
