@@ -1,4 +1,4 @@
-"""python -m ppo.seeds: several training seeds in one program, each scored against the best constant."""
+"""python -m ppo.seeds: several training seeds, each scored against the best constant."""
 
 import json
 
@@ -12,7 +12,7 @@ TINY = PPOConfig(task="static", env_kwargs=dict(n_slots=16, queue_cap=32, max_ar
                  hidden=(16, 16), progress_reports=1)
 
 
-def test_seeds_are_trained_together_and_scored_on_common_eval_seeds(tmp_path):
+def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
     out = tmp_path / "s.json"
     argv = ["--task", "static", "--seeds", "2", "--eval-seeds", "3", "--json", str(out)]
     for k, v in TINY.to_dict().items():
