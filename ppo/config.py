@@ -48,8 +48,9 @@ class PPOConfig:
     init_default_logit: float = 2.0
     init_stick_slow: float = 5.0
     init_stick_fast: float = 0.0
-    # the episode's first action is the initial deployment (no reload): no hold bonus there (docs/ppo.md)
-    free_first_action: bool = True
+    # True: no hold bonus on an episode's first action, the initial deployment (no reload). Off by default:
+    # it fixed the INT8 trap on azure-replay but moved static to FP8 on seed 0 (docs/ppo.md, "Results")
+    free_first_action: bool = False
     normalize_obs: bool = True  # running mean/var of observations, kept in the carry
     bootstrap_truncation: bool = True  # bootstrap from V(final obs) at the horizon (else treat it as terminal)
     desync_envs: bool = True  # start the envs at staggered points of their episodes

@@ -99,9 +99,10 @@ class ActionReader(NamedTuple):
                    int(d.get("progress_position", -1)))
 
 
-def action_reader(env, free_first_action: bool = True) -> ActionReader:
-    """The :class:`ActionReader` of ``env``'s observation; ``free_first_action=False`` reads the
-    reset observation's (default) action as in force (the hold bonus then applies at step 0 too)."""
+def action_reader(env, free_first_action: bool = False) -> ActionReader:
+    """The :class:`ActionReader` of ``env``'s observation. ``free_first_action=True`` reads an
+    episode's first observation as "nothing in force" (no hold bonus on the initial deployment);
+    otherwise the reset observation's (default) action reads as in force."""
     from gymjax.baselines import obs_index
 
     idx = obs_index(env)

@@ -209,11 +209,11 @@ def test_config_validation_and_json_roundtrip():
 
 
 def test_no_hold_bonus_at_the_initial_deployment():
-    """The first observation of an episode (progress 0) reads as "nothing deployed": the actor adds no
+    """With free_first_action, the first observation of an episode (progress 0) reads as "nothing deployed": no
     hold bonus there, since the first action deploys without a reload; later observations read the
     action in force back exactly."""
     env, params = gymjax.make("static", horizon_steps=5, n_slots=8)
-    reader = action_reader(env)
+    reader = action_reader(env, free_first_action=True)
     obs, st = env.reset(jax.random.PRNGKey(0), params)
     assert (np.asarray(reader.current(obs)) == -1).all()
     a = env.encode_action(env.default_action()).at[3].set(1)  # FP8
@@ -221,9 +221,10 @@ def test_no_hold_bonus_at_the_initial_deployment():
     np.testing.assert_array_equal(np.asarray(reader.current(obs2)), np.asarray(a))
     batch = jnp.stack([obs, obs2])
     assert (np.asarray(reader.current(batch))[0] == -1).all() and (np.asarray(reader.current(batch))[1] == np.asarray(a)).all()
-    # a reader saved before progress_position existed keeps reading the (default) action at step 0
+    # off (the default), or a reader saved before progress_position existed: step 0 reads the default action
     old = type(reader).from_dict({k: v for k, v in reader.to_dict().items() if k != "progress_position"})
     np.testing.assert_array_equal(np.asarray(old.current(obs)), np.asarray(env.encode_action(env.default_action())))
+    assert action_reader(env) == old and not PPOConfig().free_first_action
     assert type(reader).from_dict(reader.to_dict()) == reader
 
 
