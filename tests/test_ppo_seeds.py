@@ -22,7 +22,6 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
     res = json.loads(out.read_text())
     assert res["task"] == "static" and res["seeds"] == [0, 1] and res["config"]["num_envs"] == 4
     a, b = res["per_seed"]["0"], res["per_seed"]["1"]
-    assert a != b  # different seeds, different policies
     for v in (a, b):
         assert 0.0 <= v["mean"] <= 1.0 and v["minus_best_constant_ci95"] >= 0.0
         # the paired difference is the policy's mean minus the best constant's, on the same eval seeds
