@@ -222,7 +222,8 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
     import numpy as np
 
     from gymjax.env import ServingEnv
-    from gymjax.grading import grade
+    from gymjax.grading import grade, rollout_episode, summarize
+    from gymjax.presets import PD_MODES
     from gymjax.tasks import build_params
 
     spec = azure_replay_spec(**spec_kw)
@@ -230,32 +231,26 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
     params = env.default_params
     lv = {k.name: list(k.levels) for k in env.knobs}
     code = spec.tenants.index(next(t for t in spec.tenants if t.name == "code"))
+    n_bins = params.trace_count.shape[0]
 
     def episode(table, key, mode):
         """mode 0: table[0] always; 1: trace lookahead; 2: reactive. table[1] plays while code is active."""
-        k_reset, k_run = jax.random.split(key)
-        _, st = env.reset(k_reset, params)
-        n_bins = params.trace_count.shape[0]
 
-        def body(carry, k):
-            st, _ = carry
+        def policy(_, obs, st):
             b = st.trace_start + st.step
             ahead = (params.trace_count[b % n_bins, code] + params.trace_count[(b + 1) % n_bins, code]) > 0
             reactive = (st.q_count[code] > 0) | (st.step_stats.arrived[code] > 0)
-            active = jnp.where(mode == 1, ahead, jnp.where(mode == 2, reactive, False))
-            _, st, _, _, _, info = env.step(k, st, table[active.astype(jnp.int32)], params)
-            return (st, info["episode"]), None
+            return table[jnp.where(mode == 1, ahead, jnp.where(mode == 2, reactive, False)).astype(jnp.int32)]
 
-        (_, ep), _ = jax.lax.scan(body, (st, st.episode), jax.random.split(k_run, spec.horizon_steps))
-        return grade(params, ep)
+        return grade(params, rollout_episode(env, params, policy, key)[0])
 
     run = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0, None)), in_axes=(0, None, None)))
     keys = jax.random.split(jax.random.PRNGKey(HEADROOM_SEED_BASE), n_seeds)
-    ci = lambda d: (float(np.mean(d)), float(1.96 * np.std(d, ddof=1) / np.sqrt(len(d))))  # noqa: E731
+    ci = lambda d: (lambda r: (r["mean"], r["ci95"]))(summarize(d))  # noqa: E731  (gymjax's Student-t CI)
 
     caps = sorted({int(np.argmin(np.abs(np.asarray(lv["batch_cap"]) - 48.0))), len(lv["batch_cap"]) - 1})
     kv = lv["kv_budget_fraction"].index(0.95)
-    splits = [1, 2, 4]  # chunk-512, chunk-2048, disaggregated-25 (gymjax.presets.PD_MODES)
+    splits = [i for i, m in enumerate(PD_MODES) if m.name in ("colocated-chunk-512", "colocated-chunk-2048", "disaggregated-prefill-25")]
     cands = np.asarray(list(itertools.product(caps, [kv],
                                               range(len(lv["speculation_depth"])), [1, 2], splits, [1])), np.int32)
     s = np.asarray(run(jnp.asarray(np.stack([cands, cands], 1)), keys, 0))  # [N, seeds]
