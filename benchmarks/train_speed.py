@@ -87,7 +87,7 @@ def bench_task(task: str, repeats: int, total_steps: int | None = None) -> dict:
 
     from ppo.config import PPOConfig
     from ppo.train import make_env, make_train
-    cfg = PPOConfig.for_task(task, **({"total_timesteps": total_steps} if total_steps else {}))
+    cfg = PPOConfig.for_task(task, total_timesteps=total_steps)
     env, params = make_env(cfg)
     key = jax.random.PRNGKey(0)
     t = time_jitted(jax.jit(make_train(cfg, env, params)), (key,), max(repeats - 1, 0))

@@ -22,7 +22,8 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, Any]:
+def parse_pairs(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` from a repeatable ``KEY=VALUE`` flag to a dict, values parsed as JSON where they parse."""
     out = {}
     for it in items or []:
         if "=" not in it:
@@ -106,10 +107,9 @@ def build_train_parser(prog: str = "inferencegym train") -> argparse.ArgumentPar
 
 def config_from_args(a: argparse.Namespace) -> PPOConfig:
     """The task's defaults (:meth:`PPOConfig.for_task`), then the flags given, then ``--set`` fields."""
-    flags = dict(total_timesteps=a.total_steps, num_envs=a.num_envs, num_steps=a.num_steps, lr=a.lr, ent_coef=a.ent_coef)
-    fields = {k: v for k, v in flags.items() if v is not None}
-    fields["env_kwargs"] = _pairs(a.env, "--env")
-    fields.update(_pairs(a.set, "--set"))
+    fields = dict(total_timesteps=a.total_steps, num_envs=a.num_envs, num_steps=a.num_steps, lr=a.lr, ent_coef=a.ent_coef)
+    fields["env_kwargs"] = parse_pairs(a.env, "--env")
+    fields.update(parse_pairs(a.set, "--set"))
     return PPOConfig.for_task(a.task, **fields)
 
 

@@ -103,8 +103,10 @@ class PPOConfig:
     @classmethod
     def for_task(cls, task: str, **overrides: Any) -> PPOConfig:
         """The default configuration for ``task``: the class defaults, then the task's entry of
-        :data:`TASK_DEFAULTS` (what ``make train`` and ``inferencegym train`` use), then ``overrides``."""
-        return cls.from_dict({"task": task, **TASK_DEFAULTS.get(task, {}), **overrides})
+        :data:`TASK_DEFAULTS` (what ``make train`` and ``inferencegym train`` use), then ``overrides``.
+        An override of ``None`` means "not given" (an unset command-line flag) and keeps the default."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls.from_dict({"task": task, **TASK_DEFAULTS.get(task, {}), **given})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PPOConfig:

@@ -70,7 +70,7 @@ def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ppo.cli import _pairs
+    from ppo.cli import parse_pairs
 
     p = argparse.ArgumentParser(prog="python -m ppo.seeds", description=__doc__.split("\n")[0])
     p.add_argument("--task", required=True)
@@ -89,10 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ppo.config import PPOConfig
 
-    fields = _pairs(a.set, "--set")
-    if a.total_steps:
-        fields["total_timesteps"] = a.total_steps
-    config = PPOConfig.for_task(a.task, **fields)
+    config = PPOConfig.for_task(a.task, **{"total_timesteps": a.total_steps, **parse_pairs(a.set, "--set")})
     console = Console()
     with console.status(f"training {a.seeds} seed(s) of {a.task} ({config.effective_timesteps} env steps each)"):
         res = train_seeds(config, list(range(a.seeds)), a.eval_seeds)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     results: dict[str, dict] = {}
     for task in tasks:
-        config = PPOConfig.for_task(task, **({"total_timesteps": a.total_steps} if a.total_steps else {}))
+        config = PPOConfig.for_task(task, total_timesteps=a.total_steps)
         with progress_bar(f"{task} seed {a.seed}", config.num_updates) as (on_progress, on_phase):
             s = train_task(config, a.seed, out / task, progress=on_progress, n_eval_seeds=a.eval_seeds, on_phase=on_phase)
         console.print(

@@ -241,6 +241,8 @@ def test_task_defaults_then_flags_then_set():
     c = parse("--task", "static", "--total-steps", "1000", "--env", "n_slots=16")
     assert c.total_timesteps == 1000 and c.env_kwargs == {"n_slots": 16} and c.ent_coef == PPOConfig().ent_coef
     assert PPOConfig.for_task("trace") == PPOConfig(task="trace")  # a task without an entry: the class defaults
+    assert PPOConfig.for_task("bursty", total_timesteps=None, lr=None) == PPOConfig.for_task("bursty")  # None: not given
+    assert PPOConfig.for_task("bursty", total_timesteps=5000).total_timesteps == 5000
 
 
 @pytest.mark.slow
