@@ -3,6 +3,7 @@ best constant on the same evaluation seeds.
 
     python -m ppo.seeds --task bursty --seeds 3                       # seeds 0, 1, 2, task defaults
     python -m ppo.seeds --task bursty --seeds 3 --set free_first_action=false --json out.json
+    python -m ppo.seeds --task adversarial --save-dir runs/seeds/adversarial   # keep each seed's policy
 
 One PPO run is one draw: where the learner has two strategies of similar return (an INT8 or an FP8
 deployment, say), which it settles on can depend on the seed. This reports every seed's greedy
@@ -25,12 +26,15 @@ import time
 from pathlib import Path
 
 
-def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16) -> dict:
-    """Train ``config`` on every seed (one compilation); return per-seed scores against the best constant."""
+def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16, save_dir: str | Path | None = None) -> dict:
+    """Train ``config`` on every seed (one compilation); return per-seed scores against the best constant.
+
+    With ``save_dir``, each seed's policy is saved as ``save_dir/seed_<s>/`` (the format of ``inferencegym train``,
+    so ``inferencegym eval --policy`` and :func:`ppo.checkpoint.load_policy` read it)."""
     import jax
     import numpy as np
 
-    from ppo.checkpoint import make_policy
+    from ppo.checkpoint import make_policy, save_policy
     from ppo.evaluate import baseline_policies, mean_ci95, scoreboard
     from ppo.networks import action_reader
     from ppo.train import make_env, make_network, make_train
@@ -43,6 +47,9 @@ def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16) -> dict:
     for s in seeds:
         rs = jax.block_until_ready(train(jax.random.PRNGKey(s))).runner_state
         policies[f"seed {s}"] = make_policy(network, rs.train_state.params, rs.obs_norm, reader, config.normalize_obs, greedy=True)
+        if save_dir is not None:
+            save_policy(Path(save_dir) / f"seed_{s}", config, rs.train_state.params, rs.obs_norm, env.action_space(params).nvec,
+                        env.obs_dim, reader, extra={"seed": s})
     train_s = time.perf_counter() - t0
     baselines = baseline_policies(env, params)
     if "best-constant" not in baselines:
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="any PPOConfig field (repeatable)")
     p.add_argument("--eval-seeds", type=int, default=16)
     p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--save-dir", default=None, help="save each seed's policy as SAVE_DIR/seed_<s>/ (inferencegym eval --policy reads it)")
     a = p.parse_args(argv)
     if a.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     config = PPOConfig.for_task(a.task, **{"total_timesteps": a.total_steps, **parse_pairs(a.set, "--set")})
     console = Console()
     with console.status(f"training {a.seeds} seed(s) of {a.task} ({config.effective_timesteps} env steps each)"):
-        res = train_seeds(config, list(range(a.seeds)), a.eval_seeds)
+        res = train_seeds(config, list(range(a.seeds)), a.eval_seeds, a.save_dir)
     t = Table(title=f"{a.task}: greedy PPO per training seed, {a.eval_seeds} evaluation seeds ({res['train_s']:.0f} s of training)")
     for c in ("seed", "score ± 95% CI", "minus best-constant (paired)", "goodput", "quality"):
         t.add_column(c, justify="right")

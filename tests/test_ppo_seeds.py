@@ -14,7 +14,7 @@ TINY = PPOConfig(task="static", env_kwargs=dict(n_slots=16, queue_cap=32, max_ar
 
 def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
     out = tmp_path / "s.json"
-    argv = ["--task", "static", "--seeds", "2", "--eval-seeds", "3", "--json", str(out)]
+    argv = ["--task", "static", "--seeds", "2", "--eval-seeds", "3", "--json", str(out), "--save-dir", str(tmp_path / "pol")]
     for k, v in TINY.to_dict().items():
         if k != "task":
             argv += ["--set", f"{k}={json.dumps(v)}"]
@@ -28,3 +28,13 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
         np.testing.assert_allclose(v["minus_best_constant"], v["mean"] - res["best_constant"]["mean"], atol=1e-6)
     np.testing.assert_allclose(res["mean_over_seeds"], np.mean([a["mean"], b["mean"]]), rtol=1e-6)
     assert 0 <= res["seeds_beating_best_constant"] <= 2
+
+    # each seed's policy was saved, and the saved seed-1 policy scores what the run reported for it
+    import gymjax
+    from ppo.checkpoint import load_policy
+    from ppo.evaluate import scoreboard
+
+    policy, meta = load_policy(tmp_path / "pol" / "seed_1")
+    assert meta["seed"] == 1 and meta["config"] == res["config"] and (tmp_path / "pol" / "seed_0" / "policy.msgpack").exists()
+    env, params = gymjax.make("static", **TINY.env_kwargs)
+    np.testing.assert_allclose(scoreboard(env, params, {"p": policy}, 3)["p"]["mean"], b["mean"], rtol=1e-6)
