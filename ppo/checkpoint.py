@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import serialization
 
 from ppo.config import PPOConfig
-from ppo.networks import ActionReader, ActorCritic, ObsNorm, greedy_action, obs_norm_apply, sample_action
+from ppo.networks import ActionReader, ActorCritic, ObsNorm, greedy_action, hold_gate_mask, obs_norm_apply, sample_action
 
 FORMAT = "inferencegym-ppo/1"
 WEIGHTS = "policy.msgpack"
@@ -85,8 +85,10 @@ def load_policy(path: str | Path, greedy: bool = True) -> tuple[Callable, dict[s
     meta = json.loads(meta_file.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_file}: unknown format {meta.get('format')!r} (expected {FORMAT!r})")
-    config = PPOConfig.from_dict(meta["config"])
-    network = ActorCritic(nvec=tuple(meta["nvec"]), hidden=config.hidden, activation=config.activation)
+    # saved before the gate existed: no gate (whatever the field's default)
+    config = PPOConfig.from_dict({"slow_hold_gate": False, **meta["config"]})
+    network = ActorCritic(nvec=tuple(meta["nvec"]), hidden=config.hidden, activation=config.activation,
+                          hold_gate=hold_gate_mask(config.slow_hold_gate))
     obs_dim = int(meta["obs_dim"])
     template = {
         "params": network.init(jax.random.PRNGKey(0), jnp.zeros((obs_dim,), jnp.float32)),

@@ -52,6 +52,10 @@ class PPOConfig:
     # (TASK_DEFAULTS: it fixes the INT8 trap there); off by default, as it moved static to FP8 on seed 0
     # (docs/ppo.md, "Results")
     free_first_action: bool = False
+    # True: the slow knobs choose hold-or-change first (a learned gate), and a new level only on a change, so that
+    # holding a level (which avoids a reload) does not make that level the preferred one (ppo.networks.ActorCritic).
+    # On in TASK_DEFAULTS where it helped (docs/ppo.md, "Results"); a saved config without it means off.
+    slow_hold_gate: bool = False
     normalize_obs: bool = True  # running mean/var of observations, kept in the carry
     bootstrap_truncation: bool = True  # bootstrap from V(final obs) at the horizon (else treat it as terminal)
     desync_envs: bool = True  # start the envs at staggered points of their episodes

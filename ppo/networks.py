@@ -30,6 +30,7 @@ class ActorCritic(nn.Module):
     activation: str = "tanh"
     logit_prior: tuple[float, ...] = ()  # initial bias of the actor's output, flattened [n_knobs * max_n] (default 0)
     stick_init: tuple[float, ...] = ()  # initial per-knob logit bonus for keeping the level in force (default 0)
+    hold_gate: tuple[bool, ...] = ()  # per knob: a hold-or-change gate instead of the additive hold bonus (see below)
 
     @nn.compact
     def __call__(self, obs: jax.Array, current: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -51,14 +52,37 @@ class ActorCritic(nn.Module):
         logits = logits.reshape(*obs.shape[:-1], n_knobs, max_n) + head_mask(self.nvec)
         stick0 = np.asarray(self.stick_init, np.float32) if self.stick_init else np.zeros(n_knobs, np.float32)
         stick = self.param("stick", lambda k: jnp.asarray(stick0))  # learned: how strongly each knob holds its level
+        gated = any(self.hold_gate)
+        if gated:  # made whether or not `current` is given, so that init creates it
+            hold = nn.Dense(n_knobs, kernel_init=ortho(0.01), bias_init=zeros, name="hold_gate")(a) + stick  # [..., K]
         if current is not None:
-            logits = logits + stick[:, None] * jax.nn.one_hot(current, max_n, dtype=logits.dtype)
+            onehot = jax.nn.one_hot(current, max_n, dtype=logits.dtype)
+            additive = logits + stick[:, None] * onehot
+            if gated:
+                # Gated knob: P(keep the level in force) = sigmoid(hold); on a change, the new level is drawn from
+                # the level logits over the other levels. Keeping the level then trains only the gate, never the
+                # level logits, so a tier that is merely held (a change costs a reload) does not gain preference
+                # as the tier to choose. Nothing in force (current -1, the free first action): the level logits.
+                others = jax.nn.log_softmax(jnp.where(onehot > 0, NEG, logits), axis=-1)
+                gate_logp = jnp.where(onehot > 0, jax.nn.log_sigmoid(hold)[..., None], jax.nn.log_sigmoid(-hold)[..., None] + others)
+                gate_logp = jnp.where((current >= 0)[..., None], gate_logp, logits)
+                logits = jnp.where(jnp.asarray(self.hold_gate)[:, None], gate_logp, additive)
+            else:
+                logits = additive
 
         c = obs
         for h in self.hidden:
             c = act(nn.Dense(h, kernel_init=ortho(np.sqrt(2)), bias_init=zeros)(c))
         value = nn.Dense(1, kernel_init=ortho(1.0), bias_init=zeros)(c)[..., 0]
         return logits, value
+
+
+def hold_gate_mask(enabled: bool) -> tuple[bool, ...]:
+    """:attr:`ActorCritic.hold_gate` for ``PPOConfig.slow_hold_gate``: the slow knobs (a reload or drain per
+    change: quantization tier, prefill/decode split) when enabled, no knob otherwise."""
+    from gymjax.spaces import knob_table
+
+    return tuple(bool(enabled and k.slow) for k in knob_table(1))
 
 
 def head_mask(nvec: tuple[int, ...]) -> jax.Array:

@@ -40,6 +40,7 @@ from ppo.networks import (
     action_reader,
     default_logit_prior,
     entropy,
+    hold_gate_mask,
     log_prob,
     obs_norm_apply,
     obs_norm_init,
@@ -138,7 +139,8 @@ def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
     slow = [k.slow for k in env.knobs]
     prior = default_logit_prior(nvec, jax.device_get(env.encode_action(env.default_action())), slow, config.init_default_logit, 0.0)
     stick = tuple(config.init_stick_slow if s else config.init_stick_fast for s in slow)
-    return ActorCritic(nvec=nvec, hidden=config.hidden, activation=config.activation, logit_prior=prior, stick_init=stick)
+    return ActorCritic(nvec=nvec, hidden=config.hidden, activation=config.activation, logit_prior=prior, stick_init=stick,
+                       hold_gate=hold_gate_mask(config.slow_hold_gate))
 
 
 def make_train(

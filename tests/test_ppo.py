@@ -228,6 +228,90 @@ def test_no_hold_bonus_at_the_initial_deployment():
     assert type(reader).from_dict(reader.to_dict()) == reader
 
 
+def test_slow_knob_hold_gate():
+    """With slow_hold_gate, a slow knob's head is P(hold) = sigmoid(gate) on the level in force and the rest spread
+    over the other levels by the level logits. Holding trains only the gate, never the level logits; with nothing
+    in force (the free first action) the head is the plain level logits."""
+    from ppo.networks import ActorCritic, hold_gate_mask, log_prob
+
+    env, params = gymjax.make("static", **TINY_ENV)
+    gated = dataclasses.replace(TINY, slow_hold_gate=True)
+    net = make_network(gated, env, params)
+    assert net.hold_gate == hold_gate_mask(True) == tuple(k.slow for k in env.knobs)
+    obs = jax.random.normal(jax.random.PRNGKey(0), (env.obs_dim,))
+    cur = jnp.asarray([1, 2, 0, 1, 3, 0], jnp.int32)
+    p = net.init(jax.random.PRNGKey(1), obs)
+    # untrained weights are too small to tell the heads apart: perturb every parameter
+    leaves, tree = jax.tree.flatten(p)
+    ks = jax.random.split(jax.random.PRNGKey(2), len(leaves))
+    p = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, ks, strict=True)])
+    logits, _ = net.apply(p, obs, cur)
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.nn.logsumexp(logits[3])), 0.0, atol=1e-5)  # gated heads are log-probabilities
+    plain, _ = net.apply(p, obs, None)
+    for k in (3, 4):  # the slow knobs: the other levels in the ratio of the level logits
+        others = [j for j in range(env.action_space(params).nvec[k]) if j != int(cur[k])]
+        want = np.asarray(jax.nn.softmax(plain[k, np.asarray(others)]))
+        np.testing.assert_allclose(probs[k, others] / probs[k, others].sum(), want, rtol=1e-4)
+    # holding every slow knob: no gradient reaches the level logits' output layer, only the gate
+    hold = jnp.asarray([0, 0, 0, 1, 3, 0], jnp.int32).at[3].set(cur[3]).at[4].set(cur[4])
+
+    def logp_slow(p):
+        lg, _ = net.apply(p, obs, cur)
+        return log_prob(lg[3:5], hold[3:5])
+
+    g = jax.grad(logp_slow)(p)["params"]
+    max_n = max(env.action_space(params).nvec)
+    out = [name for name, v in g.items() if isinstance(v, dict) and "bias" in v and v["bias"].shape == (6 * max_n,)]
+    assert len(out) == 1
+    level_grad = np.abs(np.asarray(g[out[0]]["bias"]).reshape(6, max_n)[3:5]).max()
+    assert level_grad < 1e-7 and np.abs(np.asarray(g["hold_gate"]["kernel"])).max() > 1e-3  # zero up to rounding
+    # without the gate, holding does push the held level's logit up
+    off_net = make_network(TINY, env, params)
+    p_off = {"params": {k: v for k, v in p["params"].items() if k != "hold_gate"}}
+    g_off = jax.grad(lambda q: log_prob(off_net.apply(q, obs, cur)[0][3:5], hold[3:5]))(p_off)["params"]
+    assert np.abs(np.asarray(g_off[out[0]]["bias"]).reshape(6, max_n)[3:5]).max() > 1e-3
+    # nothing in force (free first action): the gated heads are the plain level logits
+    first, _ = net.apply(p, obs, jnp.full((6,), -1, jnp.int32))
+    np.testing.assert_allclose(np.asarray(jax.nn.log_softmax(first[3:5])), np.asarray(jax.nn.log_softmax(plain[3:5])), rtol=1e-5)
+    # off: the additive hold bonus on every knob, and no gate parameters
+    assert not TINY.slow_hold_gate and "hold_gate" not in make_network(TINY, env, params).init(jax.random.PRNGKey(1), obs)["params"]
+    assert ActorCritic(nvec=(2, 3)).hold_gate == ()
+
+
+def test_gated_policy_save_load_and_older_saves(tmp_path, tiny_env):
+    """A gated policy reloads with its gate (same actions); a config saved before the field existed loads ungated."""
+    import json
+
+    from ppo.networks import obs_norm_init
+
+    env, params = tiny_env
+    gated = dataclasses.replace(TINY, slow_hold_gate=True)
+    net = make_network(gated, env, params)
+    p = net.init(jax.random.PRNGKey(0), jnp.zeros((env.obs_dim,)))
+    p = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.PRNGKey(5), x.shape), p)
+    norm = obs_norm_init(env.obs_dim)
+    save_policy(tmp_path / "g", gated, p, norm, env.action_space(params).nvec, env.obs_dim, action_reader(env))
+    policy, meta = load_policy(tmp_path / "g")
+    assert meta["ppo_config"].slow_hold_gate
+    original = make_policy(net, p, norm, action_reader(env), gated.normalize_obs, greedy=False)
+    obs = jax.random.uniform(jax.random.PRNGKey(3), (32, env.obs_dim))
+    keys = jax.random.split(jax.random.PRNGKey(4), 32)
+    loaded_s, _ = load_policy(tmp_path / "g", greedy=False)
+    np.testing.assert_array_equal(jax.vmap(loaded_s, (0, 0, None))(keys, obs, None), jax.vmap(original, (0, 0, None))(keys, obs, None))
+
+    ungated = make_network(TINY, env, params).init(jax.random.PRNGKey(0), jnp.zeros((env.obs_dim,)))
+    save_policy(tmp_path / "old", TINY, ungated, norm, env.action_space(params).nvec, env.obs_dim, action_reader(env))
+    meta = json.loads((tmp_path / "old" / "config.json").read_text())
+    del meta["config"]["slow_hold_gate"]  # as written before the field existed
+    (tmp_path / "old" / "config.json").write_text(json.dumps(meta))
+    policy, meta = load_policy(tmp_path / "old")
+    assert meta["ppo_config"].slow_hold_gate is False
+    o, st = env.reset(jax.random.PRNGKey(1), params)
+    assert bool(env.action_space(params).contains(policy(jax.random.PRNGKey(2), o, st)))
+
+
 def test_task_defaults_then_flags_then_set():
     from ppo.cli import build_train_parser, config_from_args
     from ppo.config import TASK_DEFAULTS
