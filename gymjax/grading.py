@@ -105,6 +105,12 @@ def summarize(scores) -> dict:
     return {"mean": mean, "ci95": float(q * x.std(ddof=1) / np.sqrt(n)), "n": n}
 
 
+def mean_ci95(scores) -> tuple[float, float]:
+    """``(mean, 95 % half-width)`` of :func:`summarize`."""
+    s = summarize(scores)
+    return s["mean"], s["ci95"]
+
+
 def evaluate(env, params: EnvParams, policy: Policy, key: jax.Array | None = None, n_seeds: int = 8,
              n_steps: int | None = None) -> dict:
     """Run ``policy`` for one full episode on each of ``n_seeds`` evaluation seeds (vmapped, jitted).

@@ -222,7 +222,7 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
     import numpy as np
 
     from gymjax.env import ServingEnv
-    from gymjax.grading import grade, rollout_episode, summarize
+    from gymjax.grading import grade, mean_ci95, rollout_episode
     from gymjax.presets import PD_MODES
     from gymjax.tasks import build_params
 
@@ -246,7 +246,6 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
 
     run = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0, None)), in_axes=(0, None, None)))
     keys = jax.random.split(jax.random.PRNGKey(HEADROOM_SEED_BASE), n_seeds)
-    ci = lambda d: (lambda r: (r["mean"], r["ci95"]))(summarize(d))  # noqa: E731  (gymjax's Student-t CI)
 
     caps = sorted({int(np.argmin(np.abs(np.asarray(lv["batch_cap"]) - 48.0))), len(lv["batch_cap"]) - 1})
     kv = lv["kv_budget_fraction"].index(0.95)
@@ -257,8 +256,8 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
     best = int(np.argmax(s.mean(1)))
     typed = lambda a: {k: float(v) for k, v in env.decode_action(jnp.asarray(a)).to_dict().items()}  # noqa: E731
     out = {"n_seeds": n_seeds, "grid_size": int(len(cands)), "best_constant": {"action": cands[best].tolist(),
-           "typed": typed(cands[best]), "score": ci(s[best])}}
-    out["hindsight_minus_best"] = ci(s.max(0) - s[best])
+           "typed": typed(cands[best]), "score": mean_ci95(s[best])}}
+    out["hindsight_minus_best"] = mean_ci95(s.max(0) - s[best])
     log(f"best constant of the sub-grid ({len(cands)} actions, {n_seeds} windows): {typed(cands[best])} "
         f"score {s[best].mean():.3f}")
     log(f"hindsight best action per window minus it: {out['hindsight_minus_best'][0]:+.4f} "
@@ -276,7 +275,7 @@ def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict
     for mode, name in ((1, "trace lookahead"), (2, "reactive")):
         s2 = np.asarray(run(jnp.asarray(tables), keys, mode))
         j = int(np.argmax(s2.mean(1)))
-        d = ci(s2[j] - s[best])
+        d = mean_ci95(s2[j] - s[best])
         out[f"switching_{name.replace(' ', '_')}_minus_best"] = d
         out[f"switching_{name.replace(' ', '_')}_table"] = {"quiet": typed(tables[j, 0]), "code_active": typed(tables[j, 1])}
         log(f"switching speculation depth on code activity ({name}): quiet depth "

@@ -17,13 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def mean_ci95(x) -> tuple[float, float]:
-    """Mean and half-width of the two-sided 95 % Student-t interval of the mean (gymjax's definition)."""
-    from gymjax.grading import summarize
-
-    s = summarize(np.asarray(x, np.float64))
-    return s["mean"], s["ci95"]
+from gymjax.grading import mean_ci95
 
 
 def make_evaluator(env, params, policies: list[Callable], n_steps: int | None = None):

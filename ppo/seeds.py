@@ -35,7 +35,7 @@ def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16, save_dir: str 
     import numpy as np
 
     from ppo.checkpoint import make_policy, save_policy
-    from ppo.evaluate import baseline_policies, mean_ci95, scoreboard
+    from ppo.evaluate import baseline_policies, paired_diff, scoreboard
     from ppo.networks import action_reader
     from ppo.train import make_env, make_network, make_train
 
@@ -56,11 +56,10 @@ def train_seeds(config, seeds: list[int], n_eval_seeds: int = 16, save_dir: str 
         raise SystemExit(f"task {config.task!r} has no tuned best constant to compare with (python -m gymjax.tune --task {config.task})")
     policies["best-constant"] = baselines["best-constant"]
     board = scoreboard(env, params, policies, n_eval_seeds)
-    bc = np.asarray(board["best-constant"]["scores"])
     per_seed = {}
     for s in seeds:
         b = board[f"seed {s}"]
-        d, d_ci = mean_ci95(np.asarray(b["scores"]) - bc)
+        d, d_ci = paired_diff(board, f"seed {s}", "best-constant")
         per_seed[s] = {"mean": b["mean"], "ci95": b["ci95"], "quality": b["quality"], "goodput": b["goodput"],
                        "minus_best_constant": d, "minus_best_constant_ci95": d_ci}
     return {
