@@ -6,12 +6,11 @@ obs, state, reward, terminated, truncated, info = env.step(key, state, action, p
 """
 
 from gymjax import baselines
-from gymjax.engine import EnvConfig
 from gymjax.env import ServingEnv
 from gymjax.grading import evaluate, grade, grade_components
 from gymjax.spaces import KNOB_NAMES, knob_table
 from gymjax.tasks import LengthDist, TaskSpec, TenantSpec, make, registered_envs, task_spec
-from gymjax.types import EnvParams, EnvState, EpisodeStats, Observation, ServeAction
+from gymjax.types import EnvConfig, EnvParams, EnvState, EpisodeStats, Observation, ServeAction
 
 __all__ = [
     "EnvConfig",

@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gymjax.physics.reward import MAX_QUALITY_LOSS
 from gymjax.types import EnvParams, EpisodeStats
 
 F32 = jnp.float32
-MAX_QUALITY_LOSS = 0.03
 
 # evaluation seeds live far from any training seed: eval seed i uses fold_in(EVAL_BASE_KEY, i)
 EVAL_SEED_BASE = 1_000_003

@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from gymjax import presets
-from gymjax.engine import EnvConfig
 from gymjax.env import ServingEnv
-from gymjax.types import EnvParams
+from gymjax.physics import speculation
+from gymjax.types import EnvConfig, EnvParams
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def build_params(spec: TaskSpec) -> EnvParams:
         eta_flops=f(presets.ETA_FLOPS), eta_bandwidth=f(presets.ETA_BANDWIDTH), eta_attention=f(presets.ETA_ATTENTION),
         t_fixed_s=f(presets.T_FIXED_S), allreduce_latency_s=f(presets.ALLREDUCE_LATENCY_S),
         cuda_context_bytes=f(1.0e9), activation_bytes_per_token=f((4 * m.d_model + 2 * m.d_ffn / spec.tensor_parallel) * 2.0 * 2.0),
-        spec_draft_cost_ratio=f(0.1), reload_s=f(8.0), drain_s=f(3.0), max_wait_s=f(spec.max_wait_s),
+        spec_draft_cost_ratio=f(speculation.DRAFT_COST_RATIO), reload_s=f(8.0), drain_s=f(3.0), max_wait_s=f(spec.max_wait_s),
         priority=arr("priority"), slo_ttft_s=arr("slo_ttft_s"), slo_tpot_s=arr("slo_tpot_s"),
         spec_acceptance=arr("spec_acceptance"), base_rate_rps=arr("base_rate_rps"),
         burst_high_mult=arr("burst_high_mult"), burst_low_mult=arr("burst_low_mult"),

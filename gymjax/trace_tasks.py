@@ -17,8 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gymjax.engine import EnvConfig
 from gymjax.tasks import TaskSpec, TenantSpec, register
+from gymjax.types import EnvConfig
 
 if TYPE_CHECKING:
     from gymjax.traces import Trace

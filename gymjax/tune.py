@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gymjax.env import mirror_bursts
 from gymjax.grading import grade
+from gymjax.physics.workload import mirror_bursts
 from gymjax.presets import PD_MODES, QUANT_TIERS
 
 TUNE_SEED_BASE = 7_000_001

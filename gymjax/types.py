@@ -1,4 +1,5 @@
-"""The pytrees of the environment: params, state, the typed action and the typed observation.
+"""The pytrees of the environment: static sizes, params, state, the plan, the typed action and the
+typed observation.
 
 Every per-cluster quantity is an array so that ``vmap`` works over params as well as over keys.
 Shapes use ``B`` = running-batch slots, ``T`` = tenants, ``Q`` = queue capacity per tenant,
@@ -8,6 +9,8 @@ Shapes use ``B`` = running-batch slots, ``T`` = tenants, ``Q`` = queue capacity 
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -16,6 +19,23 @@ from flax import struct
 from gymjax.spaces import KNOB_NAMES, knob_table
 
 MAX_SLOTS = 4096  # largest batch cap a ServeAction may name; an env also checks its own n_slots
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Static sizes (they fix array shapes, so they are Python ints, not params)."""
+
+    n_slots: int = 64  # B: running-batch slots (the largest batch cap)
+    n_tenants: int = 1  # T
+    queue_cap: int = 256  # Q: waiting-queue capacity per tenant
+    window: int = 8  # W: queue entries per tenant considered for admission per leap
+    prefill_ring: int = 16  # P: requests admitted and still prefilling
+    max_arrivals: int = 48  # A: arrivals per tenant per step (more are counted dropped)
+    n_leaps: int = 8  # K: leaps per control interval
+    n_hist: int = 40  # H: log-spaced histogram bins
+    n_quantiles: int = 64  # NQ: points of the length quantile tables
+    preempt_per_leap: int = 4  # victims one leap may preempt
+    use_trace: bool = False  # arrivals come from params.trace_* instead of the synthetic process
 
 
 def _is_concrete(x) -> bool:
@@ -269,3 +289,24 @@ class EnvState:
     trace_start: jax.Array  # bin the trace replay started at
     step_stats: StepStats
     episode: EpisodeStats
+
+
+class Plan(NamedTuple):
+    """Per-step constants derived from the action in force and the params
+    (:func:`gymjax.physics.deployment.plan`)."""
+
+    serving_ok: jax.Array  # bool: configuration is valid
+    batch_cap: jax.Array  # i32 sequences
+    pool_blocks: jax.Array  # f32 KV blocks in the (decode) pool
+    kv_bytes_per_token: jax.Array  # bytes of KV per cached token (all layers)
+    weight_bytes: jax.Array  # bytes per linear-layer weight of the tier
+    gemm_peak: jax.Array  # FLOP/s of the tier's GEMM path
+    chunk: jax.Array  # token budget per iteration (per replica)
+    disagg: jax.Array  # bool
+    prefill_share: jax.Array  # share of GPUs doing prefill when disaggregated
+    spec_k: jax.Array  # f32 speculation depth (draft tokens per verification)
+    tok_per_iter: jax.Array  # [T] expected tokens per verification step
+    priority_mode: jax.Array  # bool
+    quality_cost: jax.Array  # quality loss per output token of the tier
+    weights_gb_per_gpu: jax.Array  # GB
+    activation_bytes: jax.Array  # bytes per GPU
