@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gymjax.physics import deployment, observation, speculation
 from gymjax.presets import KV_BLOCK_TOKENS, PD_MODES
 
 F32 = jnp.float32
@@ -34,20 +35,17 @@ I32 = jnp.int32
 TUNED_FILE = "best_constant.json"
 
 
-def obs_index(env) -> dict[str, int]:
-    """Position of each named scalar in the flat observation (see ``ServingEnv._flat_obs``)."""
-    from gymjax.env import OBS_SCALAR_FIELDS
-
-    names = list(OBS_SCALAR_FIELDS) + [f"action.{k.name}" for k in env.knobs]
-    return {n: i for i, n in enumerate(names)}
+def obs_index(env) -> dict[str, int | slice]:
+    """Position of each entry of the flat observation: the layout table
+    (:func:`gymjax.physics.observation.obs_layout`) of this env's sizes and knobs."""
+    return observation.obs_layout(env.cfg, env.knobs)
 
 
 def _current_levels(env, obs: jax.Array) -> jax.Array:
     """The flat action in force, recovered from the observation's normalised action values."""
-    idx = obs_index(env)
     out = []
     for k in env.knobs:
-        v = k.low + obs[idx[f"action.{k.name}"]] * (k.high - k.low)
+        v = observation.read(obs, f"action.{k.name}", env.cfg, env.knobs)
         out.append(jnp.argmin(jnp.abs(jnp.asarray(k.levels, F32) - v)))
     return jnp.stack(out).astype(I32)
 
@@ -79,25 +77,20 @@ def speculation_by_goodput(env, params) -> Callable:
     verification tokens would take more than half of the chunk budget is ruled out while requests
     wait (vLLM counts them against ``max_num_batched_tokens``).
     """
-    from gymjax import engine
-
     levels = jnp.asarray(next(k for k in env.knobs if k.name == "speculation_depth").levels, F32)
-    alpha = jnp.clip(params.spec_acceptance, 0.0, 0.999)
+    alpha = speculation.acceptance(params)
 
     def choose(action, running, ctx, weights, waiting):
-        plan = env.plan(params, action)
-        d = jnp.maximum(running, 1.0)
+        plan = deployment.plan(env.cfg, params, action)
+        n_seqs = jnp.maximum(running, 1.0)
         share = jnp.where(plan.disagg, 1.0 - plan.prefill_share, 1.0)
-        kv_bytes = ctx * plan.kv_bytes_per_token
-        t1 = engine.iter_time(params, plan, d, engine.decode_attn_flops(params, 1.0, ctx), kv_bytes, share)
         w = jnp.where(weights.sum() > 0, weights, jnp.ones_like(weights))
         w = w / w.sum()
 
         def rate(k):
-            t = engine.iter_time(params, plan, d * (k + 1.0), engine.decode_attn_flops(params, k + 1.0, ctx), kv_bytes, share)
-            t = t + k * params.spec_draft_cost_ratio * t1
-            e = jnp.sum(w * (1.0 - alpha ** (k + 1.0)) / (1.0 - alpha))
-            starves = (~plan.disagg) & waiting & (d * (k + 1.0) > 0.5 * plan.chunk)
+            t = speculation.verification_time(params, plan, n_seqs, ctx, share, k)
+            e = jnp.sum(w * speculation.tokens_per_verification(alpha, k))
+            starves = (~plan.disagg) & waiting & (n_seqs * (k + 1.0) > 0.5 * plan.chunk)
             return jnp.where(starves & (k > 0), -1.0, e / t)
 
         return jnp.argmax(jax.vmap(rate)(levels)).astype(I32)
@@ -128,25 +121,22 @@ def heuristic(env, params) -> Callable:
     colocated = [(m.chunk_tokens, i) for i, m in enumerate(PD_MODES) if not m.disaggregated]
     pd_idx = min([ci for ci in colocated if ci[0] >= 8 * c.n_slots] or [max(colocated)])[1]
     prio = 1 if c.n_tenants > 1 else 0
-    queue_scale = np.log1p(c.queue_cap * c.n_tenants)
-    running_scale = c.n_slots
-    rate_at = len(idx) + c.n_tenants  # per-tenant arrival rates follow the per-tenant queue depths
-    rate_scale = np.log1p(200.0)
+    read = lambda obs, name: observation.read(obs, name, c, env.knobs)  # noqa: E731
     spec_depth = speculation_by_goodput(env, params)
 
     def policy(key, obs, state):
         cur = _current_levels(env, obs)
-        queue = jnp.expm1(obs[idx["queue_depth"]] * queue_scale)
-        kv = obs[idx["kv_occupancy"]]
-        preempt = obs[idx["preemptions"]] > 0
-        running = obs[idx["running"]] * running_scale
-        rates = jnp.expm1(obs[rate_at : rate_at + c.n_tenants] * rate_scale)
+        queue = read(obs, "queue_depth")
+        kv = read(obs, "kv_occupancy")
+        preempt = obs[idx["preemptions"]] > 0  # any preemption this interval
+        running = read(obs, "running")
+        rates = read(obs, "arrival_rate_per_tenant")
         cap = cur[0]
         cap = jnp.where(preempt | (kv > 0.92), cap - 1, jnp.where((queue >= 1) & (kv < 0.75), cap + 1, cap))
         cap = jnp.clip(cap, 0, nvec[0] - 1)
         fixed = jnp.stack([cap, jnp.int32(kv_idx), jnp.int32(0), jnp.int32(tier), jnp.int32(pd_idx), jnp.int32(prio)]).astype(I32)
         action = env.decode_action(fixed)
-        pool_tokens = env.plan(params, action).pool_blocks * KV_BLOCK_TOKENS
+        pool_tokens = deployment.plan(c, params, action).pool_blocks * KV_BLOCK_TOKENS
         spec = spec_depth(action, running, kv * pool_tokens, rates, queue >= 1)
         return fixed.at[2].set(spec)
 

@@ -170,10 +170,6 @@ class ServingEnv:
             quantization_tier=jnp.int32(0), prefill_decode_split=jnp.int32(2), priority_routing=jnp.int32(0),
         )
 
-    def plan(self, params: EnvParams, action: ServeAction) -> Plan:
-        """:func:`gymjax.physics.deployment.plan` of ``action`` on this env's sizes."""
-        return deployment.plan(self.cfg, params, action)
-
     # ------------------------------------------------------------------------------------------
     # one interval (physics in gymjax.physics and gymjax.engine)
     # ------------------------------------------------------------------------------------------
@@ -212,7 +208,7 @@ class ServingEnv:
         split_change = st.configured & (act.prefill_decode_split != st.action.prefill_decode_split)
         down = jnp.maximum(jnp.where(tier_change, params.reload_s, 0.0), jnp.where(split_change, params.drain_s, 0.0))
         st = st.replace(down_until=jnp.where(down > 0, jnp.maximum(st.down_until, t_start + down), st.down_until))
-        plan = self.plan(params, act)
+        plan = deployment.plan(c, params, act)
         # the KV cache is lost on a reload, or rebuilt when the new budget cannot hold what is in use
         lose_cache = (tier_change | (queues.kv_blocks(st).sum() > plan.pool_blocks)) & st.active.any()
         st = jax.lax.cond(lose_cache, lambda s: queues.requeue_all(c, s), lambda s: s, st)
@@ -238,7 +234,7 @@ class ServingEnv:
         return st.replace(episode=episode), reward, metrics, plan
 
     def _metrics(self, params: EnvParams, st: EnvState, has_step, plan: Plan | None = None) -> Observation:
-        return observation.metrics(params, st, has_step, self.plan(params, st.action) if plan is None else plan)
+        return observation.metrics(params, st, has_step, deployment.plan(self.cfg, params, st.action) if plan is None else plan)
 
     def _flat_obs(self, m: Observation, a: ServeAction) -> jax.Array:
         return observation.flat_obs(self.cfg, self.knobs, m, a)

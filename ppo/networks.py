@@ -127,13 +127,13 @@ def action_reader(env, free_first_action: bool = False) -> ActionReader:
     """The :class:`ActionReader` of ``env``'s observation. ``free_first_action=True`` reads an
     episode's first observation as "nothing in force" (no hold bonus on the initial deployment);
     otherwise the reset observation's (default) action reads as in force."""
-    from gymjax.baselines import obs_index
+    from gymjax.physics.observation import knob_levels01, obs_layout
 
-    idx = obs_index(env)
+    layout = obs_layout(env.cfg, env.knobs)
     return ActionReader(
-        positions=tuple(int(idx[f"action.{k.name}"]) for k in env.knobs),
-        levels01=tuple(tuple(float((v - k.low) / (k.high - k.low)) for v in k.levels) for k in env.knobs),
-        progress_position=int(idx["progress"]) if free_first_action else -1,
+        positions=tuple(int(layout[f"action.{k.name}"]) for k in env.knobs),
+        levels01=tuple(knob_levels01(k) for k in env.knobs),
+        progress_position=int(layout["progress"]) if free_first_action else -1,
     )
 
 
