@@ -154,8 +154,8 @@ def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, 
     """
     T, W, Q, B, P = cfg.n_tenants, cfg.window, cfg.queue_cap, cfg.n_slots, cfg.prefill_ring
     t0 = st.t_now
-    in_q, c_arr, pos = win
-    eligible = in_q & (c_arr <= t0)
+    in_q, c_arrival, pos = win
+    eligible = in_q & (c_arrival <= t0)
     c_prompt = jnp.take_along_axis(st.q_prompt, pos, 1)
     c_out = jnp.take_along_axis(st.q_out, pos, 1)
     c_gen = jnp.take_along_axis(st.q_generated, pos, 1)
@@ -170,7 +170,7 @@ def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, 
     else:
         # rank by (ineligible last, priority desc if on, arrival asc, tenant, window position);
         # a pairwise count instead of a sort: TW is small, and sorts are slow on XLA:CPU
-        e, a = flat(eligible), flat(c_arr)
+        e, a = flat(eligible), flat(c_arrival)
         pr = jnp.where(plan.priority_mode, flat(jnp.broadcast_to(params.priority[:, None], (T, W))), 0.0)
         same_e = e[:, None] == e[None, :]
         same_p = same_e & (pr[:, None] == pr[None, :])
@@ -192,15 +192,15 @@ def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, 
     n_free = free_slot.sum()
     room = jnp.minimum(jnp.minimum(n_free, plan.batch_cap - (B - n_free)), P - st.pr_count)
     ok = allowed & o_elig & (idx < room) & (cumsum(need_blocks) <= free_blocks)
-    m = jnp.min(jnp.where(ok, TW, idx)).astype(I32)  # first failure: admit a prefix (FCFS head-of-line)
+    n_admitted = jnp.min(jnp.where(ok, TW, idx)).astype(I32)  # first failure: admit a prefix (FCFS head-of-line)
 
     # the r-th admitted request goes to the r-th free slot
-    M = min(TW, P)
+    max_admitted = min(TW, P)
     r_free = (cumsum(free_slot) - 1.0).astype(I32)
-    slot_of_rank = jnp.full(M, B, I32).at[jnp.where(free_slot, r_free, M)].set(jnp.arange(B, dtype=I32), mode="drop")
-    ridx = jnp.arange(M)
-    dest = jnp.where(ridx < m, slot_of_rank, B)  # B: out of bounds, dropped
-    src = order[:M] if T > 1 else ridx
+    slot_of_rank = jnp.full(max_admitted, B, I32).at[jnp.where(free_slot, r_free, max_admitted)].set(jnp.arange(B, dtype=I32), mode="drop")
+    admit_rank = jnp.arange(max_admitted)
+    dest = jnp.where(admit_rank < n_admitted, slot_of_rank, B)  # B: out of bounds, dropped
+    src = order[:max_admitted] if T > 1 else admit_rank
     sel = lambda x: flat(x)[src]  # noqa: E731
     tgt = sel(c_prompt).astype(F32) + sel(c_gen)
     put = lambda arr, val: arr.at[dest].set(val, mode="drop")  # noqa: E731
@@ -213,16 +213,16 @@ def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, 
         prefilled=put(st.prefilled, 0.0),
         generated=put(st.generated, sel(c_gen)),
         kv_tokens=put(st.kv_tokens, tgt + 1.0),  # prompt + first token reserved
-        t_arrival=put(st.t_arrival, sel(c_arr)),
+        t_arrival=put(st.t_arrival, sel(c_arrival)),
         t_first=put(st.t_first, sel(c_first)),
         ready_at=put(st.ready_at, NEVER),
     )
     # append admitted slots to the prefill ring in admission order
-    pr_slot = st.pr_slot.at[jnp.where(ridx < m, st.pr_count + ridx, P)].set(slot_of_rank, mode="drop")
+    pr_slot = st.pr_slot.at[jnp.where(admit_rank < n_admitted, st.pr_count + admit_rank, P)].set(slot_of_rank, mode="drop")
     # pop admitted entries from each tenant's queue head (they are a prefix per tenant)
     if T == 1:
-        n_t = m[None]
+        n_t = n_admitted[None]
     else:
-        admitted = jnp.zeros(TW, bool).at[order].set(idx < m).reshape(T, W)
+        admitted = jnp.zeros(TW, bool).at[order].set(idx < n_admitted).reshape(T, W)
         n_t = admitted.sum(1).astype(I32)
-    return st.replace(pr_slot=pr_slot, pr_count=st.pr_count + m, q_head=(st.q_head + n_t) % Q, q_count=st.q_count - n_t)
+    return st.replace(pr_slot=pr_slot, pr_count=st.pr_count + n_admitted, q_head=(st.q_head + n_t) % Q, q_count=st.q_count - n_t)
