@@ -85,20 +85,14 @@ class ServingEnv:
         reset_obs, reset_st = self.reset(k_reset, params)
         state = jax.tree.map(lambda r, s: jnp.where(truncated, r, s), reset_st, stepped)
         obs = jnp.where(truncated, reset_obs, final_obs)
-        info = {
-            "metrics": info["metrics"],  # Observation of this interval
-            "counters": info["counters"],  # cumulative request counts of the episode that just stepped
-            "episode": info["episode"],  # EpisodeStats of that episode (before any auto-reset): what the grader reads
-            "final_obs": final_obs,  # the pre-reset observation (bootstrap at truncation)
-            "kv_pool_blocks": info["kv_pool_blocks"],
-            "kv_blocks_used_max": info["kv_blocks_used_max"],
-        }
+        info = {**info, "final_obs": final_obs}  # the pre-reset observation (bootstrap at truncation)
         return obs, state, reward, jnp.bool_(False), truncated, info
 
     def step_env(self, key: jax.Array, state: EnvState, action, params: EnvParams):
-        """One control interval without auto-reset: ``(obs, state, reward, truncated, info)`` with
-        ``info`` = ``metrics`` (the typed :class:`Observation`), ``counters``, ``episode``,
-        ``kv_pool_blocks``, ``kv_blocks_used_max``. ``truncated`` is True at the horizon."""
+        """One control interval without auto-reset: ``(obs, state, reward, truncated, info)``;
+        ``truncated`` is True at the horizon. ``info``: ``metrics`` (the typed :class:`Observation` of
+        this interval), ``counters`` (cumulative request counts of the episode), ``episode`` (its
+        :class:`EpisodeStats`: what the grader reads), ``kv_pool_blocks``, ``kv_blocks_used_max``."""
         act = action if isinstance(action, ServeAction) else self.decode_action(action)
         act = self._clip_action(act)
         st, reward, metrics, plan = self._interval(key, state, act, params)
