@@ -5,7 +5,7 @@
 Every decision sends the current observation (named metrics, the action in force, progress) and
 asks for a JSON ServeAction. A reply that is not a valid ServeAction (bad JSON, missing or
 out-of-range knob) is logged in that step's ``error=`` and the step falls back to the heuristic
-baseline (``gymjax.baselines.POLICIES["heuristic"]``; the vLLM default until it exists).
+baseline (``gymjax.baselines.POLICIES["heuristic"]``).
 
 Time budget (the hackathon's 20 minutes on 2 vCPU / 8 GB with a model answering in ~1 s): the model
 sets the action every ``k`` steps and the action is held in between. ``k`` is
@@ -95,22 +95,21 @@ def parse_action(text: str) -> dict:
 
 
 class Fallback:
-    """The heuristic baseline (jitted once per task), or the vLLM default until gymjax has baselines."""
+    """The heuristic baseline (``gymjax.baselines.POLICIES["heuristic"]``), jitted once per task."""
 
     def __init__(self, rt, params):
         import jax
 
+        import gymjax
+
         self.rt = rt
-        factory = getattr(getattr(__import__("gymjax"), "baselines", None), "POLICIES", {}).get("heuristic")
-        self.policy = jax.jit(factory(rt.env, params)) if factory is not None else None
+        self.policy = jax.jit(gymjax.baselines.POLICIES["heuristic"](rt.env, params))
         self.key = jax.random.PRNGKey(SEED + 1)
 
     def action(self, episode, obs: list[float]) -> dict:
         import jax
         import jax.numpy as jnp
 
-        if self.policy is None:
-            return self.rt.env.default_action().to_dict()
         flat = self.policy(jax.random.fold_in(self.key, episode.step_count), jnp.asarray(obs, jnp.float32), episode.env_state())
         return self.rt.env.decode_action(flat).to_dict()
 
@@ -143,7 +142,7 @@ def run_task(task: str, registry, client, k: int, t_start: float) -> None:
                         ],
                     )
                     candidate = parse_action(reply.choices[0].message.content)
-                    ep.validate(candidate)  # ServeAction.create + env.validate_action
+                    ep.validate(candidate)  # the task's action model, as ep.step will (raises pydantic.ValidationError)
                     held = {n: candidate[n] for n in candidate}
                 except Exception as e:  # noqa: BLE001 - any bad reply falls back, and is logged
                     held = fallback.action(ep, payload["obs"])

@@ -41,10 +41,9 @@ from pydantic import ValidationError
 
 import gymjax
 import server.environment as environment
-from gymjax.spaces import KNOB_NAMES
 from server.environment import InferenceGymEnvironment
 from server.models import (
-    KNOBS_BY_NAME,
+    ActionEnvelope,
     BaselineBody,
     BaselineResponse,
     GraderResponse,
@@ -56,6 +55,7 @@ from server.models import (
     SessionResetResponse,
     SessionStepResponse,
     StepBody,
+    knob_errors,
 )
 from server.runtime import RuntimeRegistry, SessionError
 
@@ -74,14 +74,33 @@ def _int_env(name: str, default: int) -> int:
 class GymHTTPServer(HTTPEnvServer):
     """openenv-core's server with sessions that HTTP can address too.
 
-    WebSocket and HTTP sessions share one table (``_sessions``), one cap and one idle reaper; a
-    session's id is also stored on its environment so ``/state`` and ``/grader`` can report it.
+    WebSocket and HTTP sessions share one table, one cap and one idle reaper; a session's id is also
+    stored on its environment so ``/state`` and ``/grader`` can report it. This class is the only
+    code that touches openenv-core's private session API (``_create_session``, ``_destroy_session``,
+    ``_update_session_activity``, ``_sessions``, ``_session_info``, ``_session_idle_timeout_s``,
+    ``_reap_idle_sessions``); the routes use :meth:`open_session`, :meth:`session`, :meth:`touch`
+    and :meth:`close_session`.
     """
 
     async def _create_session(self):
         session_id, env = await super()._create_session()
         env.session_id = session_id
         return session_id, env
+
+    async def open_session(self) -> tuple[str, InferenceGymEnvironment]:
+        """A new session (id, environment); 503 when the session cap is reached."""
+        try:
+            return await self._create_session()
+        except SessionCapacityError as e:
+            raise SessionError(503, str(e), active_sessions=e.active_sessions, max_sessions=e.max_sessions) from e
+
+    async def close_session(self, session_id: str) -> None:
+        """Free a session and its slot (a no-op for an unknown id)."""
+        await self._destroy_session(session_id)
+
+    def touch(self, session_id: str, stepped: bool = False) -> None:
+        """Mark the session active now (it is not idle); ``stepped`` also counts one step."""
+        self._update_session_activity(session_id, increment_step=stepped)
 
     async def _reap_idle_sessions(self) -> None:
         # openenv-core checks every max(timeout/4, 5 s); check at timeout/4 (at most every 5 s).
@@ -105,7 +124,7 @@ class GymHTTPServer(HTTPEnvServer):
         now = time.time()
         stale = [sid for sid, info in list(self._session_info.items()) if now - info.last_activity_at > timeout]
         for sid in stale:
-            await self._destroy_session(sid)
+            await self.close_session(sid)
 
     async def session(self, session_id: str) -> InferenceGymEnvironment:
         """The live session ``session_id`` (404 if unknown, closed or idle past the timeout)."""
@@ -113,7 +132,7 @@ class GymHTTPServer(HTTPEnvServer):
         info = self._session_info.get(session_id)
         timeout = self._session_idle_timeout_s
         if env is not None and info is not None and timeout is not None and time.time() - info.last_activity_at > timeout:
-            await self._destroy_session(session_id)
+            await self.close_session(session_id)
             env = None
         if env is None or getattr(env, "closed", False):
             raise SessionError(404, f"unknown or expired session {session_id!r}; POST /reset opens one", field="session_id")
@@ -167,23 +186,6 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": msg})
 
 
-def _enrich(errors: list[dict], knobs: dict | None = None) -> list[dict]:
-    """Add the knob's field name, range and unit to validation errors about a ServeAction field.
-    ``knobs`` (name -> Knob) defaults to the server-wide table; a session passes its env's."""
-    knobs = knobs or KNOBS_BY_NAME
-    out = []
-    for e in jsonable_encoder(errors, custom_encoder={Exception: str}):
-        loc = e.get("loc") or []
-        name = next((str(p) for p in reversed(loc) if str(p) in knobs), None)
-        if name is not None:
-            k = knobs[name]
-            e["field"] = name
-            e["range"] = [k.low, k.high]
-            e["unit"] = k.unit
-        out.append(e)
-    return out
-
-
 def create_app(
     tasks: tuple[str, ...] | None = None,
     task_overrides: dict[str, Any] | None = None,
@@ -210,7 +212,7 @@ def create_app(
     )
     srv = GymHTTPServer(
         InferenceGymEnvironment,
-        ServeActionModel,
+        ActionEnvelope,  # WebSocket steps: the session validates the knobs once, with its task's model
         ServeObservationModel,
         concurrency_config=ConcurrencyConfig(max_concurrent_envs=max_sessions, session_timeout=timeout),
     )
@@ -225,7 +227,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content={"detail": _enrich(list(exc.errors()))})
+        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors(), custom_encoder={Exception: str})})
 
     async def ensure_compiled(task: str | None) -> None:
         if not reg.is_compiled(task):
@@ -245,18 +247,15 @@ def create_app(
         if body.session_id is not None:
             sid, env = body.session_id, await srv.session(body.session_id)
         else:
-            try:
-                sid, env = await srv._create_session()
-            except SessionCapacityError as e:
-                raise SessionError(503, str(e), active_sessions=e.active_sessions, max_sessions=e.max_sessions) from e
+            sid, env = await srv.open_session()
             created = True
         try:
             payload = env.episode.reset(task=body.task, seed=body.seed, overrides=body.overrides, episode_id=body.episode_id)
         except Exception:
             if created:  # a refused reset leaves no session behind
-                await srv._destroy_session(sid)
+                await srv.close_session(sid)
             raise
-        srv._update_session_activity(sid)
+        srv.touch(sid)
         return JSONResponse({"observation": _obs(payload), "reward": None, "done": False, "session_id": sid})
 
     @app.post(
@@ -265,15 +264,11 @@ def create_app(
     async def step(body: StepBody) -> JSONResponse:
         env = await srv.session(body.session_id)
         ep = env.episode
-        if ep.rt is None:
-            raise SessionError(409, "no episode: reset first")
         try:
-            action = ep.rt.action_model.model_validate(body.action)
+            payload = ep.step(body.action)  # the one validation: the task's action model
         except ValidationError as e:
-            errors = [{**err, "loc": ("body", "action", *err["loc"])} for err in e.errors()]
-            return JSONResponse(status_code=422, content={"detail": _enrich(errors, {k.name: k for k in ep.rt.env.knobs})})
-        payload = ep.step({k: getattr(action, k) for k in KNOB_NAMES})
-        srv._update_session_activity(body.session_id, increment_step=True)
+            return JSONResponse(status_code=422, content={"detail": knob_errors(e.errors(), ep.rt.env.knobs, ("body", "action"))})
+        srv.touch(body.session_id, stepped=True)
         return JSONResponse(
             {"observation": _obs(payload), "reward": payload["reward"], "done": payload["done"], "session_id": body.session_id}
         )
@@ -281,13 +276,13 @@ def create_app(
     @app.get("/state", response_model=ServeStateModel, tags=["State Management"], summary="A session's episode state")
     async def state(session_id: str = Query(description="the id returned by POST /reset")) -> JSONResponse:
         env = await srv.session(session_id)
-        srv._update_session_activity(session_id)
+        srv.touch(session_id)
         return JSONResponse(env.episode.state_dict(session_id))
 
     @app.post("/close", tags=["Environment Control"], summary="Close a session and free its slot")
     async def close(body: SessionBody) -> dict:
         await srv.session(body.session_id)
-        await srv._destroy_session(body.session_id)
+        await srv.close_session(body.session_id)
         return {"session_id": body.session_id, "closed": True}
 
     @app.get("/schema", response_model=SchemaResponse, tags=["Schema"], summary="Action, observation and state JSON schemas")
@@ -307,7 +302,7 @@ def create_app(
             catalogue.update(
                 tasks=[reg.get(n, compile=False).describe() for n in names],
                 default_task=names[0] if names else None,
-                baselines=sorted(_policies()),
+                baselines=sorted(gymjax.baselines.POLICIES),
                 action_schema=ServeActionModel.model_json_schema(),
                 seed_contract=SEED_CONTRACT,
             )
@@ -321,7 +316,7 @@ def create_app(
     )
     async def grader(body: SessionBody) -> dict:
         env = await srv.session(body.session_id)
-        srv._update_session_activity(body.session_id)
+        srv.touch(body.session_id)
         return {"session_id": body.session_id, **env.episode.grade()}
 
     @app.post(
@@ -332,7 +327,7 @@ def create_app(
     )
     async def baseline(body: BaselineBody | None = Body(default=None)) -> dict:  # noqa: B008
         body = body or BaselineBody()
-        policies = _policies()
+        policies = gymjax.baselines.POLICIES
         if body.policy not in policies:
             raise SessionError(422, f"unknown policy {body.policy!r}; valid: {sorted(policies)}", field="policy", valid=sorted(policies))
         loop = asyncio.get_running_loop()
@@ -381,16 +376,11 @@ def _obs(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in ("reward", "done")}
 
 
-def _policies() -> dict:
-    baselines = getattr(gymjax, "baselines", None)
-    return dict(getattr(baselines, "POLICIES", {}) or {})
-
-
 def _run_baseline(rt, params, policy_name: str, seed: int, n_seeds: int) -> list[float]:
     import jax
 
     try:
-        policy = _policies()[policy_name](rt.env, params)
+        policy = gymjax.baselines.POLICIES[policy_name](rt.env, params)
     except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
         raise SessionError(422, f"policy {policy_name!r} is not available on task {rt.name!r}: {e}", field="policy") from e
     result = gymjax.evaluate(rt.env, params, policy, jax.random.PRNGKey(seed), n_seeds)

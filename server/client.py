@@ -22,20 +22,21 @@ from typing import Any
 
 from openenv.core.client_types import StepResult
 from openenv.core.env_client import EnvClient
+from pydantic import BaseModel
 
-from gymjax.spaces import KNOB_NAMES
+import gymjax
 from server.models import ServeActionModel, ServeObservationModel, ServeStateModel
 
 
 class InferenceGymClient(EnvClient):
     """Actions may be a ``ServeActionModel``, a ``gymjax.ServeAction`` or a dict of the six knobs."""
 
-    def _step_payload(self, action: Any) -> dict[str, Any]:
+    def _step_payload(self, action: dict[str, Any] | BaseModel | gymjax.ServeAction) -> dict[str, Any]:
         if isinstance(action, dict):
             return dict(action)
-        if hasattr(action, "model_dump"):
+        if isinstance(action, BaseModel):
             return action.model_dump(exclude={"metadata"})
-        return {k: (float(getattr(action, k)) if k == "kv_budget_fraction" else int(getattr(action, k))) for k in KNOB_NAMES}
+        return action.to_dict()
 
     def _parse_result(self, payload: dict[str, Any]) -> StepResult:
         obs = ServeObservationModel.model_validate(

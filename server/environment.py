@@ -9,10 +9,12 @@ step); only a task's first compilation is pushed to a worker thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from openenv.core.env_server.interfaces import Environment
 from openenv.core.env_server.types import EnvironmentMetadata
+from pydantic import BaseModel
 
 import gymjax
 from gymjax.spaces import KNOB_NAMES
@@ -58,10 +60,17 @@ class InferenceGymEnvironment(Environment):
         return ServeObservationModel.model_construct(**payload)  # server-built data: no re-validation
 
     @staticmethod
-    def _action_fields(action: Any) -> dict[str, Any]:
-        if isinstance(action, dict):
+    def _action_fields(action: Any) -> Mapping[str, Any]:
+        """The knobs as JSON fields, for the task's action model to validate: openenv-core's WebSocket
+        handler passes an :class:`~server.models.ActionEnvelope`; in-process callers may pass a dict,
+        any pydantic action or a ``gymjax.ServeAction``."""
+        if isinstance(action, Mapping):
             return action
-        return {k: getattr(action, k) for k in KNOB_NAMES}
+        if isinstance(action, BaseModel):
+            return action.model_dump()
+        if isinstance(action, gymjax.ServeAction):
+            return action.to_dict()
+        raise TypeError(f"an action is a dict of the six knobs {list(KNOB_NAMES)}, got {type(action).__name__}")
 
     # -- openenv-core Environment ------------------------------------------------------------------
     def reset(

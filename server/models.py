@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any
 
+from fastapi.encoders import jsonable_encoder
 from openenv.core.env_server.types import Action, Observation, State
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -55,16 +56,41 @@ def knob_field(k: Knob) -> tuple[Any, Any]:
 
 
 def action_model(knobs: tuple[Knob, ...], name: str = "ServeActionModel") -> type[Action]:
-    """The typed action of an env with these knobs (``env.knobs``): all six fields are required."""
+    """The typed action of an env with these knobs (``env.knobs``): all six fields are required.
+
+    A task's own model (``knob_table(env.cfg.n_slots)``) is the one place a client's action is
+    validated (:meth:`server.runtime.TaskRuntime.parse_action`)."""
     fields = {k.name: knob_field(k) for k in knobs}
     model = create_model(name, __base__=Action, __doc__="The six ServeAction knobs (gymjax.ServeAction), in user units.", **fields)
     return model
 
 
-# The server-wide action model: batch_cap bounded by gymjax.types.MAX_SLOTS; each env checks its own
-# n_slots on top (env.validate_action) and answers 422 naming its range.
+# The server-wide action schema (/schema, /tasks, the /step body): batch_cap bounded by
+# gymjax.types.MAX_SLOTS. It documents; it validates nothing: each task's own model (its n_slots) does.
 ServeActionModel = action_model(knob_table(MAX_SLOTS))
-KNOBS_BY_NAME: dict[str, Knob] = {k.name: k for k in knob_table(MAX_SLOTS)}
+
+
+class ActionEnvelope(Action):
+    """A WebSocket step's action as openenv-core hands it to the session: the client's knobs, not yet
+    validated. The session validates them once, with its task's action model (the bound on
+    ``batch_cap`` is the task's ``n_slots``, which a server-wide model cannot know)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def knob_errors(errors: list[dict], knobs: tuple[Knob, ...], loc_prefix: tuple[str, ...] = ()) -> list[dict]:
+    """Pydantic errors of an action model as JSON, each about a knob naming its ``field``, ``range``
+    ([low, high] in the knob's unit) and ``unit``; ``loc_prefix`` places them in the request body."""
+    by_name = {k.name: k for k in knobs}
+    out = []
+    for e in jsonable_encoder(errors, custom_encoder={Exception: str}):
+        e["loc"] = [*loc_prefix, *(e.get("loc") or [])]
+        name = next((str(p) for p in reversed(e["loc"]) if str(p) in by_name), None)
+        if name is not None:
+            k = by_name[name]
+            e.update(field=name, range=[k.low, k.high], unit=k.unit)
+        out.append(e)
+    return out
 
 
 def _obs_field(name: str) -> tuple[Any, Any]:
@@ -140,8 +166,8 @@ class StepBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     session_id: str = Field(description="the id returned by POST /reset")
-    # validated in the handler against the session's own env (its batch_cap range), so the 422 names
-    # the range that applies; the schema is ServeActionModel's
+    # validated once, by the session's task's action model (its batch_cap range), so the 422 names
+    # the range that applies; the schema shown is ServeActionModel's
     action: dict[str, Any] = Field(json_schema_extra=ServeActionModel.model_json_schema(), description="a ServeAction: the six knobs")
     timeout_s: float | None = Field(default=None, gt=0, description="accepted for OpenEnv compatibility; steps are sub-millisecond")
     request_id: str | None = Field(default=None, max_length=255)

@@ -13,9 +13,14 @@ Seeds (the contract the client-vs-in-process test checks)::
     # step i of the episode (i = 0, 1, ...):
     obs, state, reward, terminated, truncated, info = env.step(jax.random.fold_in(step_key, i), state, action, params)
 
-An :class:`Episode` is one session's episode: it validates a ServeAction (``gymjax.ServeAction.create``
-+ ``env.validate_action``), steps, and converts the step's outputs to host once (one packed float32
-vector per step). Its score is ``gymjax.grade(params, episode_stats)`` of the episode it ran.
+An :class:`Episode` is one session's episode. A client's action takes one path::
+
+    JSON fields --TaskRuntime.parse_action--> the task's pydantic action model (the one validation)
+                --> gymjax.ServeAction (int32 / float32 leaves) --> the jitted step
+
+and the step's outputs come back to host once (one packed float32 vector per step). The action in
+force it reports is that ServeAction's. Its score is ``gymjax.grade(params, episode_stats)`` of the
+episode it ran.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -34,7 +40,7 @@ import numpy as np
 
 import gymjax
 from gymjax.spaces import KNOB_NAMES
-from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS
+from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS, action_model
 
 log = logging.getLogger("inferencegym.server")
 
@@ -66,17 +72,6 @@ def served_task_overrides() -> dict[str, Any]:
     """Overrides the server applies to every task (``INFERENCEGYM_TASK_OVERRIDES``, JSON), e.g. smaller
     sizes for tests: ``{"n_slots": 32, "queue_cap": 64}``."""
     return dict(_env_json("INFERENCEGYM_TASK_OVERRIDES", {}))
-
-
-def _action_from_vec(v: jax.Array) -> gymjax.ServeAction:
-    return gymjax.ServeAction(
-        batch_cap=v[0].astype(I32),
-        kv_budget_fraction=v[1].astype(F32),
-        speculation_depth=v[2].astype(I32),
-        quantization_tier=v[3].astype(I32),
-        prefill_decode_split=v[4].astype(I32),
-        priority_routing=v[5].astype(I32),
-    )
 
 
 def _pack(obs: jax.Array, metrics: gymjax.Observation, extra: list[jax.Array]) -> jax.Array:
@@ -128,13 +123,13 @@ class TaskRuntime:
         self.spec = self.env.spec
         env = self.env
         self._params_cache: OrderedDict[tuple, tuple] = OrderedDict()
-        self._valid_cache: dict[tuple, np.ndarray] = {}
+        self._action_cache: dict[tuple, gymjax.ServeAction] = {}
+        self._action_lock = threading.Lock()  # not self._lock: compile() parses an action while holding that
         self._lock = threading.Lock()
         self._compiled = False
-        from server.models import action_model
-
-        # this env's typed action: batch_cap bounded by its own n_slots
+        # this env's typed action, the one validation of a client's action: batch_cap bounded by its own n_slots
         self.action_model = action_model(self.env.knobs, f"ServeAction_{name.replace('-', '_')}")
+        self.knob_dtypes = tuple(np.int32 if k.kind == "int" else np.float32 for k in self.env.knobs)
         state_shape = jax.eval_shape(env.reset, jax.random.PRNGKey(0), self.params)[1]
         self.state_packer = sp = TreePacker(state_shape)
         self.params_packer = pp = TreePacker(self.params)
@@ -145,8 +140,6 @@ class TaskRuntime:
             for f in self.episode_fields
         }
         self.layout = self._layout(env.obs_dim, state_shape.episode)
-        grade = getattr(gymjax, "grade", None)
-        self.has_grader = grade is not None
 
         def reset(seed, packed_params):
             params = pp.unpack(packed_params)
@@ -155,15 +148,14 @@ class TaskRuntime:
             metrics = env.metrics(params, state)  # the named metrics of the empty cluster
             return sp.pack(state), step_key, _pack(obs, metrics, [])
 
-        def step(step_key, i, packed_state, action_vec, packed_params):
+        def step(step_key, i, packed_state, action: gymjax.ServeAction, packed_params):
             params = pp.unpack(packed_params)
-            act = _action_from_vec(action_vec)
             obs, state, reward, _terminated, truncated, info = env.step(
-                jax.random.fold_in(step_key, i), sp.unpack(packed_state), act, params
+                jax.random.fold_in(step_key, i), sp.unpack(packed_state), action, params
             )
             counters = jnp.stack([info["counters"][c].astype(F32) for c in COUNTER_NAMES])
             ep = info["episode"]
-            score = grade(params, ep) if grade is not None else jnp.float32(-1.0)
+            score = gymjax.grade(params, ep)
             extra = [reward, truncated, counters, score] + [getattr(ep, f) for f in self.episode_fields]
             return sp.pack(state), _pack(obs, info["metrics"], extra)
 
@@ -190,38 +182,30 @@ class TaskRuntime:
             if self._compiled:
                 return
             state, step_key, _ = self.reset_fn(0, self.packed_params)
-            a = np.asarray([float(getattr(self.env.default_action(), n)) for n in KNOB_NAMES], np.float32)
-            _, host = self.step_fn(step_key, 0, state, a, self.packed_params)
+            action = self.parse_action(self.env.default_action().to_dict())  # the clients' path, so no retrace later
+            _, host = self.step_fn(step_key, 0, state, action, self.packed_params)
             host.block_until_ready()
             self.unpack_state(state)
             self._compiled = True
 
-    def validate(self, fields: dict[str, Any]) -> np.ndarray:
-        """A ServeAction from user fields, checked by gymjax (its ranges, then the env's n_slots);
-        returns the float32[6] knob vector. Verdicts on hashable inputs are cached (clients repeat)."""
-        try:
-            key = tuple(sorted((k, type(v).__name__, v) for k, v in fields.items()))
-            hash(key)
-        except TypeError:
-            key = None
-        if key is not None and key in self._valid_cache:
-            return self._valid_cache[key]
-        try:
-            action = gymjax.ServeAction.create(**fields)
-            self.env.validate_action(action)
-        except (ValueError, TypeError) as e:
-            name = next((k for k in KNOB_NAMES if f"ServeAction.{k}" in str(e)), None)
-            knob = {k.name: k for k in self.env.knobs}.get(name)
-            extra = {"field": name, "range": [knob.low, knob.high], "unit": knob.unit} if knob else {}
-            raise SessionError(422, str(e), **extra) from e
-        vec = np.asarray([float(fields[k]) for k in KNOB_NAMES], np.float32)
-        vec.setflags(write=False)
-        if key is not None:
-            with self._lock:
-                if len(self._valid_cache) > 4096:
-                    self._valid_cache.clear()
-                self._valid_cache[key] = vec
-        return vec
+    def parse_action(self, fields: Mapping[str, Any]) -> gymjax.ServeAction:
+        """A client's action (JSON fields) as this task's typed ServeAction.
+
+        Validated once, by :attr:`action_model` (types, each knob's range, this env's ``n_slots``);
+        raises ``pydantic.ValidationError`` naming the field (:func:`server.models.knob_errors` adds
+        range and unit). The ServeAction holds NumPy int32 / float32 scalars, the dtypes the jitted step
+        is compiled for."""
+        model = self.action_model.model_validate(fields)
+        values = tuple(getattr(model, n) for n in KNOB_NAMES)
+        action = self._action_cache.get(values)
+        if action is None:
+            # ServeAction's constructor re-checks concrete values (~0.2 ms): clients repeat actions, so keep them
+            action = gymjax.ServeAction(*(dt(v) for dt, v in zip(self.knob_dtypes, values, strict=True)))
+            with self._action_lock:
+                if len(self._action_cache) >= 4096:
+                    self._action_cache.clear()
+                self._action_cache[values] = action
+        return action
 
     def params_for(self, overrides: dict[str, Any]) -> tuple[gymjax.EnvParams, tuple]:
         """(params, packed params) of this task with a client's params-only overrides (cached, bounded)."""
@@ -389,38 +373,36 @@ class Episode:
         self.counters = {c: 0 for c in COUNTER_NAMES}
         return self._payload(host, reward=None)
 
-    def validate(self, fields: dict[str, Any]) -> np.ndarray:
-        """A ServeAction from user fields, checked by gymjax (``ServeAction.create`` + ``env.validate_action``)."""
+    def validate(self, fields: Mapping[str, Any]) -> gymjax.ServeAction:
+        """This episode's task's ServeAction of a client's action fields (:meth:`TaskRuntime.parse_action`:
+        raises ``pydantic.ValidationError``)."""
         if self.rt is None:
             raise SessionError(409, "no episode: reset first")
-        return self.rt.validate(fields)
+        return self.rt.parse_action(fields)
 
     def env_state(self) -> gymjax.EnvState:
         """The episode's current :class:`gymjax.EnvState` (for in-process policies)."""
         return self.rt.unpack_state(self.state)
 
-    def step(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Apply one ServeAction (a dict of the six knobs); returns the observation payload."""
-        if self.rt is None:
-            raise SessionError(409, "no episode: reset first")
+    def step(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Apply one action (the six knobs as JSON fields, validated once by :meth:`validate`);
+        returns the observation payload."""
+        action = self.validate(fields)
         if self.done:
             raise SessionError(409, f"the episode ended at step {self.step_count}; reset to start another")
-        vec = self.validate(fields)
         rt = self.rt
-        self.state, packed = rt.step_fn(self.step_key, self.step_count, self.state, vec, self.packed_params)
+        self.state, packed = rt.step_fn(self.step_key, self.step_count, self.state, action, self.packed_params)
         host = np.asarray(packed).tolist()
         lay = rt.layout
         reward = host[lay["reward"].start]
         self.step_count += 1
         self.reward_sum += reward
-        knobs = zip(KNOB_NAMES, vec.tolist(), strict=True)
-        self.action_in_force = {k: (float(v) if k == "kv_budget_fraction" else int(v)) for k, v in knobs}
+        self.action_in_force = action.to_dict()  # what the engine runs: validated, so env.step's clip kept it as is
         self.counters = {c: int(v) for c, v in zip(COUNTER_NAMES, host[lay["counters"]], strict=True)}
         if host[lay["truncated"].start] > 0.5:
             self.done = True
             self.final_episode = {f: host[lay[f"episode.{f}"]] for f in rt.episode_fields}
-            if rt.has_grader:
-                self.score = host[lay["score"].start]
+            self.score = host[lay["score"].start]
         return self._payload(host, reward=reward)
 
     def _payload(self, host: list[float], reward: float | None) -> dict[str, Any]:
@@ -463,8 +445,6 @@ class Episode:
             raise SessionError(409, "no episode: reset and step to the horizon first")
         if not self.done:
             raise SessionError(409, f"the episode is not finished: step {self.step_count} of {self.horizon}")
-        if not self.rt.has_grader:
-            raise SessionError(503, "this gymjax has no grader (gymjax.grade)")
         episode = {}
         for f, v in self.final_episode.items():
             is_int, is_scalar = self.rt.episode_kinds[f]
