@@ -71,8 +71,11 @@ def test_the_checks_fail_on_broken_trajectories(tiny_env, contract):
     counters = t.info["counters"]
     with pytest.raises(AssertionError):  # one request lost
         check_conservation(t._replace(info={**t.info, "counters": {**counters, "dropped": counters["dropped"] - 1}}))
+    def nan(x):  # a NaN in every float leaf but the action's (a concrete ServeAction refuses NaN when built)
+        return x if isinstance(x, gymjax.ServeAction) or not np.issubdtype(x.dtype, np.floating) else x * np.nan
+
     with pytest.raises(AssertionError, match="not finite"):
-        check_finite_state(t._replace(states=t.states.replace(t_now=t.states.t_now * np.nan)))
+        check_finite_state(t._replace(states=jax.tree.map(nan, t.states, is_leaf=lambda x: isinstance(x, gymjax.ServeAction))))
     with pytest.raises(AssertionError):  # an observation outside the box
         check_bounds(env, params, t._replace(obs=t.obs + 1.0))
     with pytest.raises(AssertionError, match="slo_attainment"):
@@ -88,20 +91,33 @@ def test_the_checks_fail_on_broken_trajectories(tiny_env, contract):
         check_api(env, params.replace(horizon_steps=params.horizon_steps + 1), t, actions, n)
 
 
+class WeakScalarStep:
+    """``env`` whose step returns its first float scalar state leaf weakly typed (as ``jnp.asarray(0.5)`` is)."""
+
+    def __init__(self, env):
+        self.env = env
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def step(self, key, state, action, params=None):
+        obs, st, *rest = self.env.step(key, state, action, params)
+        leaves, tree = jax.tree.flatten(st)
+        i = next(i for i, x in enumerate(leaves) if x.ndim == 0 and jnp.issubdtype(x.dtype, jnp.floating))
+        leaves[i] = jnp.asarray(0.5)
+        return (obs, jax.tree.unflatten(tree, leaves), *rest)
+
+
 def test_a_step_that_changes_a_state_aval_is_caught(tiny_static):
-    """A step that returns a state leaf weakly typed (here the clock) would make a jitted step fed its
-    own state compile again; the contract's rollout sees it while tracing (no compilation needed)."""
+    """A step that returns a state leaf with another aval (here: weakly typed) makes a jitted step fed its own
+    state compile again; the contract's rollout sees it while tracing (no compilation needed)."""
     env, params = tiny_static
-
-    class WeakClock(gymjax.ServingEnv):
-        def step(self, key, state, action, params=None):
-            obs, st, *rest = super().step(key, state, action, params)
-            return (obs, st.replace(t_now=jnp.asarray(0.5)), *rest)  # jnp.asarray of a Python float is weakly typed
-
-    broken = WeakClock(env.cfg, params, env.name)
+    broken = WeakScalarStep(env)
     n = int(params.horizon_steps) + 2
     actions = contract_actions(broken, params, jax.random.PRNGKey(0), n)
     roll = make_contract_rollout(broken, n)
     roll.run.trace(jax.random.PRNGKey(1), actions, broken.decode_action(actions), params)
     assert len(roll.traces) == 1
-    assert {m[0] for m in roll.carry_mismatches} == {".t_now"}, roll.carry_mismatches
+    assert len(roll.carry_mismatches) == 1, roll.carry_mismatches
+    path, given, returned = roll.carry_mismatches[0]
+    assert given[:2] == returned[:2] and (given[2], returned[2]) == (False, True), roll.carry_mismatches
