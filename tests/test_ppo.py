@@ -12,8 +12,8 @@ from ppo import PPOConfig, gae, load_policy, make_train
 from ppo.checkpoint import make_policy, save_policy
 from ppo.networks import action_reader
 from ppo.train import final_observation, make_network
+from tests.contract import TINY as TINY_ENV
 
-TINY_ENV = dict(n_slots=16, queue_cap=32, max_arrivals=16, horizon_steps=8)
 TINY = PPOConfig(
     task="static",
     env_kwargs=TINY_ENV,
@@ -28,8 +28,8 @@ TINY = PPOConfig(
 
 
 @pytest.fixture(scope="module")
-def tiny_env():
-    return gymjax.make("static", **TINY_ENV)
+def tiny_env(tiny_static):
+    return tiny_static
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +120,10 @@ def test_gae_matches_reference_loop_on_random_batches():
     np.testing.assert_allclose(adv, _gae_reference(r, v, nv, term, trunc, 0.97, 0.9), rtol=1e-4, atol=1e-5)
 
 
-def test_final_observation_is_the_pre_reset_observation(tiny_env):
+def test_final_observation_is_the_pre_reset_observation(tiny_env, jit_step):
     """At the horizon, step returns the reset obs; the trainer bootstraps from the final one."""
     env, params = tiny_env
-    step = jax.jit(env.step)
+    step = jit_step(env)
     a = env.encode_action(env.default_action())
     obs, st = env.reset(jax.random.PRNGKey(0), params)
     for i in range(TINY_ENV["horizon_steps"]):
@@ -134,7 +134,6 @@ def test_final_observation_is_the_pre_reset_observation(tiny_env):
         if not bool(trunc):
             np.testing.assert_array_equal(fin, obs)
     assert bool(trunc) and not bool(term)
-    reset_obs, _ = env.reset(jax.random.PRNGKey(99), params)
     assert not np.array_equal(np.asarray(fin), np.asarray(obs))  # returned obs is the next episode's
     assert float(fin[env_obs_index(env, "progress")]) == 1.0 and float(obs[env_obs_index(env, "progress")]) == 0.0
 
@@ -204,8 +203,9 @@ def test_config_validation_and_json_roundtrip():
     with pytest.raises(ValueError, match="unknown"):
         PPOConfig.from_dict({"learning_rate": 1.0})
     c = PPOConfig(total_timesteps=10_000, num_envs=8, num_steps=10, progress_reports=7)
-    assert c.num_updates == c.num_chunks * c.updates_per_chunk <= 10_000 // 80
-    assert c.num_updates >= 10_000 // 80 - c.num_chunks
+    # 10,000 // 80 = 125 updates asked for, 7 progress chunks: 125 // 7 = 17 updates per chunk, 119 run
+    assert (c.num_chunks, c.updates_per_chunk, c.num_updates) == (7, 17, 119)
+    assert 10_000 // 80 - c.num_chunks <= c.num_updates <= 10_000 // 80
 
 
 def test_no_hold_bonus_at_the_initial_deployment():
@@ -228,13 +228,13 @@ def test_no_hold_bonus_at_the_initial_deployment():
     assert type(reader).from_dict(reader.to_dict()) == reader
 
 
-def test_slow_knob_hold_gate():
+def test_slow_knob_hold_gate(tiny_env):
     """With slow_hold_gate, a slow knob's head is P(hold) = sigmoid(gate) on the level in force and the rest spread
     over the other levels by the level logits. Holding trains only the gate, never the level logits; with nothing
     in force (the free first action) the head is the plain level logits."""
     from ppo.networks import ActorCritic, hold_gate_mask, log_prob
 
-    env, params = gymjax.make("static", **TINY_ENV)
+    env, params = tiny_env
     gated = dataclasses.replace(TINY, slow_hold_gate=True)
     net = make_network(gated, env, params)
     assert net.hold_gate == hold_gate_mask(True) == tuple(k.slow for k in env.knobs)
@@ -389,12 +389,12 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert "ppo" in capsys.readouterr().out and (tmp_path / "b.json").exists()
 
 
-def test_fused_scoreboard_agrees_with_gymjax_evaluate():
+def test_fused_scoreboard_agrees_with_gymjax_evaluate(tiny_env):
     """ppo.evaluate.scoreboard (all policies in one program) gives gymjax.evaluate's numbers."""
     from gymjax import baselines
     from ppo.evaluate import scoreboard
 
-    env, params = gymjax.make("static", n_slots=16, queue_cap=32, max_arrivals=16, horizon_steps=8)
+    env, params = tiny_env
     pols = {n: baselines.POLICIES[n](env, params) for n in ("vllm-default", "heuristic")}
     board = scoreboard(env, params, pols, n_seeds=3)
     for n, pol in pols.items():

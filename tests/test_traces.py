@@ -266,19 +266,21 @@ def test_replay_is_deterministic_and_seeds_pick_windows(replay):
     assert len(starts) > 1
 
 
-def test_headroom_bounds_are_consistent():
-    """The headroom probe (python -m gymjax.traces headroom): hindsight and switching both contain the
-    best constant itself, so on the same windows neither can score below it."""
+def test_headroom_switches_only_speculation_around_the_best_constant():
+    """The headroom probe (python -m gymjax.traces headroom): with ``top_slow=1`` the switching tables keep
+    every knob of the best constant but the speculation depth."""
     from gymjax.trace_tasks import headroom
 
     out = headroom(n_seeds=3, top_slow=1, log=lambda *_: None, horizon_steps=H, n_slots=32)
     assert out["grid_size"] in (36, 72) and 0.0 < out["best_constant"]["score"][0] <= 1.0
-    assert out["hindsight_minus_best"][0] >= 0.0
+    assert np.isfinite(out["hindsight_minus_best"]).all()
+    best = {k: v for k, v in out["best_constant"]["typed"].items() if k != "speculation_depth"}
     for mode in ("trace_lookahead", "reactive"):
-        assert out[f"switching_{mode}_minus_best"][0] >= -1e-6
+        assert np.isfinite(out[f"switching_{mode}_minus_best"]).all()
         table = out[f"switching_{mode}_table"]
         assert set(table) == {"quiet", "code_active"}
-        assert table["quiet"]["quantization_tier"] == out["best_constant"]["typed"]["quantization_tier"]
+        for row in table.values():
+            assert {k: v for k, v in row.items() if k != "speculation_depth"} == best, (row, best)
 
 
 def test_user_trace_task(tmp_path):
