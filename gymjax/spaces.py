@@ -7,6 +7,7 @@ trainer's action heads and the README table all read this table.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -28,8 +29,10 @@ class Knob:
     slow: bool = False  # changing it costs a reload/drain
 
 
+@functools.lru_cache(maxsize=64)
 def knob_table(n_slots: int) -> tuple[Knob, ...]:
-    """The six knobs. Batch-cap levels scale with the static slot count ``n_slots``."""
+    """The six knobs. Batch-cap levels scale with the static slot count ``n_slots``. Cached: the
+    table is immutable, and ``ServeAction`` validation reads it on every construction."""
     caps = sorted({max(1, int(round(n_slots * f))) for f in (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1)})
     return (
         Knob("batch_cap", "int", 1, n_slots, "sequences",
