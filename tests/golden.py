@@ -101,12 +101,12 @@ def trajectory_fingerprint(task: str) -> dict[str, str]:
 def board_fingerprint(task: str) -> dict[str, float]:
     """Every available baseline's score and return per evaluation seed, all policies in one program."""
     import gymjax
+    from gymjax.evaluation import baseline_policies, make_evaluator
     from gymjax.grading import eval_keys
-    from ppo.evaluate import baseline_policies, make_evaluator
 
     env, params = gymjax.make(task, horizon_steps=BOARD_HORIZON)
     pols = baseline_policies(env, params)
-    res = jax.device_get(make_evaluator(env, params, list(pols.values()), BOARD_HORIZON)(eval_keys(BOARD_SEEDS)))
+    res = jax.device_get(make_evaluator(env, list(pols.values()), BOARD_HORIZON, params)(eval_keys(BOARD_SEEDS)))
     out = {}
     for i, name in enumerate(pols):
         for s in range(BOARD_SEEDS):

@@ -1,11 +1,11 @@
-"""python -m ppo.seeds: several training seeds, each scored against the best constant."""
+"""inferencegym seeds: several training seeds, each scored against the best constant."""
 
 import json
 
 import numpy as np
 
+from inferencegym.cli import main
 from ppo import PPOConfig
-from ppo.seeds import main
 
 TINY = PPOConfig(task="static", env_kwargs=dict(n_slots=16, queue_cap=32, max_arrivals=16, horizon_steps=8),
                  total_timesteps=4 * 8 * 2, num_envs=4, num_steps=8, update_epochs=1, num_minibatches=2,
@@ -18,7 +18,7 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
     for k, v in TINY.to_dict().items():
         if k != "task":
             argv += ["--set", f"{k}={json.dumps(v)}"]
-    assert main(argv) == 0
+    assert main(["seeds", *argv]) == 0
     res = json.loads(out.read_text())
     assert res["task"] == "static" and res["seeds"] == [0, 1] and res["config"]["num_envs"] == 4
     a, b = res["per_seed"]["0"], res["per_seed"]["1"]
@@ -31,8 +31,8 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path):
 
     # each seed's policy was saved, and the saved seed-1 policy scores what the run reported for it
     import gymjax
+    from gymjax.evaluation import scoreboard
     from ppo.checkpoint import load_policy
-    from ppo.evaluate import scoreboard
 
     policy, meta = load_policy(tmp_path / "pol" / "seed_1")
     assert meta["seed"] == 1 and meta["config"] == res["config"] and (tmp_path / "pol" / "seed_0" / "policy.msgpack").exists()

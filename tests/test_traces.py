@@ -10,8 +10,9 @@ import pytest
 
 import gymjax
 from gymjax import traces
-from gymjax.trace_tasks import azure_trace, user_trace_spec
+from gymjax.trace_tasks import azure_trace, length_dist, user_trace_spec
 from gymjax.traces import Trace, TraceFormatError, bin_trace, load_trace, merge_traces, scale_time
+from inferencegym.cli import main
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 
@@ -120,7 +121,7 @@ def test_azure_statistics_match_the_published_ones(azure):
     assert st["conv"]["prompt_p50"] == 1020 and st["conv"]["output_p50"] == 129
     assert st["code"]["interarrival_cv"] > 10 > 2 > st["conv"]["interarrival_cv"]
     assert st["code"]["max_per_s"] == 67 and st["conv"]["max_per_s"] == 16
-    d = traces.length_dist(azure, "code", "prompt")
+    d = length_dist(azure, "code", "prompt")
     q = gymjax.LengthDist(samples=d.samples, cap=d.cap).quantiles(64)
     assert abs(np.median(q) - 1469) < 150 and d.cap == 7437
 
@@ -267,7 +268,7 @@ def test_replay_is_deterministic_and_seeds_pick_windows(replay):
 
 
 def test_headroom_bounds_are_consistent():
-    """The headroom probe (python -m gymjax.traces headroom): hindsight and switching both contain the
+    """The headroom probe (inferencegym headroom): hindsight and switching both contain the
     best constant itself, so on the same windows neither can score below it."""
     from gymjax.trace_tasks import headroom
 
@@ -308,7 +309,7 @@ def test_user_trace_task(tmp_path):
 
 def test_stats_command_line(tmp_path, capsys):
     p = write(tmp_path, "arrival_s,prompt_tokens,output_tokens\n0,10,1\n0.5,30,3\n20.5,20,2\n", "cli.csv")
-    traces.main(["stats", str(p)])
+    assert main(["traces", str(p)]) == 0
     out = capsys.readouterr().out
     assert "[cli]" in out and "requests                 3" in out and "prompt_p50               20" in out
     assert "gaps_over_10s            1" in out and "max_gap_s                20" in out
