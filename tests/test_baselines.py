@@ -9,6 +9,7 @@ import pytest
 import gymjax
 from gymjax import baselines, grading, tune
 from gymjax.evaluation import run_policies
+from gymjax.rollout import rollout
 
 
 def _depth(env, params, choose, action, running, ctx_per_seq, weights, waiting=False):
@@ -41,16 +42,8 @@ def test_heuristic_speculates_in_quiet_phases_and_backs_off_in_bursts():
 
     def run(key, phase):
         params_p = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
-        obs, st = env.reset(key, params_p)
-        st = st.replace(burst_on=jnp.asarray([0, phase], jnp.int32))
-
-        def body(carry, k):
-            obs, st = carry
-            a = pol(k, obs, st)
-            obs, st, _, _, _, _ = env.step(k, st, a, params_p)
-            return (obs, st), a[2]
-
-        return jax.lax.scan(body, (obs, st), jax.random.split(key, 40))[1]
+        pin = lambda obs, st: (obs, st.replace(burst_on=jnp.asarray([0, phase], jnp.int32)))  # noqa: E731
+        return rollout(env, params_p, pol, key, 40, record=lambda s: s.action[2], init=pin)[1]  # speculation level per step
 
     depths = jax.device_get(jax.jit(jax.vmap(run, in_axes=(None, 0)))(jax.random.PRNGKey(0), jnp.asarray([0, 1])))
     quiet, burst = lv[depths[0, 10:]].mean(), lv[depths[1, 10:]].mean()

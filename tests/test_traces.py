@@ -10,6 +10,7 @@ import pytest
 
 import gymjax
 from gymjax import traces
+from gymjax.rollout import rollout
 from gymjax.trace_tasks import azure_trace, length_dist, user_trace_spec
 from gymjax.traces import Trace, TraceFormatError, bin_trace, load_trace, merge_traces, scale_time
 from inferencegym.cli import main
@@ -211,18 +212,14 @@ H = 12
 
 
 def episode_fn(env, params, horizon: int):
-    """Jitted: one episode of the default action -> per-step cumulative per-tenant arrivals, counters, start bin."""
+    """Jitted: one episode of the default action (gymjax.rollout) -> start bin, per-step cumulative
+    per-tenant arrivals, counters and SLO-met counts."""
+    def record(s):
+        return s.state.trace_start, (s.info["episode"].arrived, s.info["counters"]["arrived"], s.info["episode"].slo_met)
 
     def run(key):
-        _, st = env.reset(key, params)
-        start = st.trace_start
-
-        def body(st, k):
-            _, st, _, _, _, info = env.step(k, st, env.default_action(), params)
-            return st, (info["episode"].arrived, info["counters"]["arrived"], info["episode"].slo_met)
-
-        _, out = jax.lax.scan(body, st, jax.random.split(jax.random.fold_in(key, 1), horizon))
-        return start, out
+        _, (start, out) = rollout(env, params, lambda k, obs, st: env.default_action(), key, horizon, record=record)
+        return start[0], out
 
     return jax.jit(run)
 
