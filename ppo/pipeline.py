@@ -25,18 +25,18 @@ BENCHMARK_TASKS = ("static", "bursty", "adversarial", "azure-replay")  # what `m
 
 def train_task(
     config: PPOConfig,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
+    seed: int,
+    out_dir: str | Path,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     n_eval_seeds: int = N_EVAL_SEEDS,
     on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one policy on ``config.task`` with ``seed``, save it under ``out_dir`` (default
-    ``runs/<task>``), evaluate it against the baselines on ``n_eval_seeds`` evaluation seeds and
+    """Train one policy on ``config.task`` with ``seed``, save it under ``out_dir`` (the
+    command line's default: ``runs/<task>``), evaluate it against the baselines on ``n_eval_seeds`` evaluation seeds and
     write the learning curve. Returns a summary dict (also saved in ``config.json``); its ``scoreboard``
     has each policy's paired difference to the best constant (:func:`gymjax.report.add_paired`)."""
     phase = on_phase or (lambda s: None)
-    out_dir = Path(out_dir or Path("runs") / config.task)
+    out_dir = Path(out_dir)
     env, params = make_env(config)
 
     phase("compiling")
