@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from gymjax.grading import summarize
 
@@ -62,8 +64,6 @@ def paired_cell(entry: dict | None, digits: int = 3) -> str:
 
 def scores_table(board: dict[str, dict], title: str = "episode score (mean ± 95% CI)"):
     """Tasks x policies: mean score ± 95 % CI."""
-    from rich.table import Table
-
     names = policy_names(board)
     table = Table(title=title)
     table.add_column("task")
@@ -76,8 +76,6 @@ def scores_table(board: dict[str, dict], title: str = "episode score (mean ± 95
 
 def paired_table(board: dict[str, dict], ref: str = REFERENCE):
     """Tasks x policies: the paired difference to ``ref`` (rows need :func:`add_paired` first)."""
-    from rich.table import Table
-
     others = [n for n in policy_names(board) if n != ref]
     table = Table(title=f"minus {ref} on the same seeds (mean ± paired 95% CI)")
     table.add_column("task")
@@ -90,8 +88,6 @@ def paired_table(board: dict[str, dict], ref: str = REFERENCE):
 
 def task_table(task: str, row: dict, ref: str = REFERENCE):
     """One task in detail, best first: score, paired difference to ``ref``, return and the score's parts."""
-    from rich.table import Table
-
     n_seeds = len(next(iter(row.values()))["scores"])
     table = Table(title=f"{task}: episode score over {n_seeds} evaluation seeds")
     for col in ("policy", "score (mean ± 95% CI)", f"minus {ref} (paired 95% CI)", "return", "goodput", "cost", "quality"):
@@ -104,8 +100,6 @@ def task_table(task: str, row: dict, ref: str = REFERENCE):
 
 def print_board(board: dict[str, dict], console=None, ref: str = REFERENCE) -> None:
     """Print the scores table and the paired-difference table of ``board`` (adds the paired differences)."""
-    from rich.console import Console
-
     console = console or Console()
     for row in board.values():
         add_paired(row, ref)
@@ -115,8 +109,6 @@ def print_board(board: dict[str, dict], console=None, ref: str = REFERENCE) -> N
 
 def print_task(task: str, row: dict, console=None, ref: str = REFERENCE) -> None:
     """Print one task's detailed table (adds the paired differences)."""
-    from rich.console import Console
-
     (console or Console()).print(task_table(task, add_paired(row, ref), ref))
 
 

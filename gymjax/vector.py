@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gymjax.rollout import make_step, reset_carry
 
@@ -38,9 +40,6 @@ CLUSTER_AXIS = "clusters"  # the one mesh axis: the cluster (env) batch
 def cluster_mesh(devices=None):
     """A 1-D ``Mesh`` named ``"clusters"`` over ``devices`` (default ``jax.devices()``: every device of
     every process, so under ``jax.distributed`` the mesh spans all hosts)."""
-    import numpy as np
-    from jax.sharding import Mesh
-
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (CLUSTER_AXIS,))
 
 
@@ -56,8 +55,6 @@ def cluster_sharding(n_clusters: int, dim: int = 0, shard: bool | None = True):
     imported) makes one device per core: each then runs its share of clusters on its own thread,
     which beats XLA:CPU's intra-op threading of these small kernels (README, Performance).
     """
-    from jax.sharding import NamedSharding, PartitionSpec
-
     n_dev = jax.device_count()
     if shard is False or n_dev < 2:
         return None
@@ -70,8 +67,6 @@ def cluster_sharding(n_clusters: int, dim: int = 0, shard: bool | None = True):
 
 def replicated(sharding):
     """The fully replicated ``NamedSharding`` on ``sharding``'s mesh (parameters, optimiser state)."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     return NamedSharding(sharding.mesh, PartitionSpec())
 
 
