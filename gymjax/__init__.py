@@ -11,7 +11,6 @@ from gymjax.env import ServingEnv
 from gymjax.evaluation import evaluate
 from gymjax.grading import grade, grade_components
 from gymjax.registry import make, register, registered_envs, task_spec
-from gymjax.rollout import rollout
 from gymjax.spaces import KNOB_NAMES, knob_table
 from gymjax.tasks import LengthDist, TaskSpec, TenantSpec
 from gymjax.types import EnvParams, EnvState, EpisodeStats, Observation, ServeAction
@@ -36,7 +35,6 @@ __all__ = [
     "make",
     "register",
     "registered_envs",
-    "rollout",
     "task_spec",
 ]
 __version__ = "0.1.0"
