@@ -21,7 +21,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 train: $(STAMP)
-	$(PY) -m ppo.train_all
+	$(PY) -m inferencegym train-all
 
 bench: $(STAMP)
 	timeout 3000 $(PY) -m benchmarks.run_all
@@ -30,10 +30,10 @@ serve: $(STAMP)
 	$(PY) -m uvicorn server.app:app --host 0.0.0.0 --port 8000
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check gymjax ppo server benchmarks tests
+	$(VENV)/bin/ruff check gymjax ppo inferencegym server benchmarks tests
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format gymjax ppo server benchmarks tests
+	$(VENV)/bin/ruff format gymjax ppo inferencegym server benchmarks tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -7,8 +7,9 @@
 
 1. Throughput. For each ``--num-envs`` (task ``--task``), after compilation, median of ``--repeats``:
 
-   - raw env: ``lax.scan`` of ``vmap(env.step)`` over ``num_envs`` clusters with uniformly random
-     actions (the same shape of work as a rollout, no learner);
+   - raw env: ``gymjax.vector.make_rollout`` (``lax.scan`` of the shared rollout step vmapped over
+     ``num_envs`` clusters, unsharded) with uniformly random actions (the same shape of work as a
+     rollout, no learner);
    - PPO: the fused ``make_train`` program (rollouts + GAE + 4 epochs x 4 minibatches of Adam) with
      the same ``num_envs`` and ``num_steps=64``, ``--updates`` updates.
 
@@ -40,6 +41,7 @@ def bench_throughput(task: str, num_envs: int, num_steps: int, updates: int, rep
     import jax
 
     import gymjax
+    from gymjax.vector import make_rollout
     from ppo.config import PPOConfig
     from ppo.train import make_train
 
@@ -47,16 +49,8 @@ def bench_throughput(task: str, num_envs: int, num_steps: int, updates: int, rep
     space = env.action_space(params)
     n_env_steps = updates * num_steps  # same number of env steps per cluster as the PPO run
 
-    def raw(key):
-        obs, st = jax.vmap(env.reset, (0, None))(jax.random.split(key, num_envs), params)
-
-        def body(st, k):
-            ka, ks = jax.random.split(k)
-            a = jax.vmap(space.sample)(jax.random.split(ka, num_envs))
-            obs, st, r, *_ = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, num_envs), st, a, params)
-            return st, r.mean()
-
-        return jax.lax.scan(body, st, jax.random.split(key, n_env_steps))[1]
+    rollout = make_rollout(env, num_envs, n_env_steps, policy=lambda k, obs, st: space.sample(k), shard=False)
+    raw = lambda key: rollout(key, params)[1]  # noqa: E731  (per-step mean reward)
 
     cfg = PPOConfig(task=task, num_envs=num_envs, num_steps=num_steps, total_timesteps=updates * num_envs * num_steps, progress_reports=1)
     key = jax.random.PRNGKey(0)
@@ -111,7 +105,7 @@ def bench_task(task: str, repeats: int, total_steps: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ppo.train_all import BENCHMARK_TASKS
+    from ppo.pipeline import BENCHMARK_TASKS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--task", default="static", help="task of the throughput part")

@@ -7,9 +7,11 @@ obs, state, reward, terminated, truncated, info = env.step(key, state, action, p
 
 from gymjax import baselines
 from gymjax.env import ServingEnv
-from gymjax.grading import evaluate, grade, grade_components
+from gymjax.evaluation import evaluate
+from gymjax.grading import grade, grade_components
+from gymjax.registry import make, register, registered_envs, task_spec
 from gymjax.spaces import KNOB_NAMES, knob_table
-from gymjax.tasks import LengthDist, TaskSpec, TenantSpec, make, registered_envs, task_spec
+from gymjax.tasks import LengthDist, TaskSpec, TenantSpec
 from gymjax.types import EnvConfig, EnvParams, EnvState, EpisodeStats, Observation, ServeAction
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "TenantSpec",
     "knob_table",
     "make",
+    "register",
     "registered_envs",
     "task_spec",
 ]

@@ -156,7 +156,7 @@ def best_constant(env, params) -> Callable:
     tuned = load_tuned().get(env.name)
     if tuned is None:
         raise KeyError(
-            f"no tuned best-constant action for task {env.name!r}; run `python -m gymjax.tune --task {env.name}` "
+            f"no tuned best-constant action for task {env.name!r}; run `inferencegym tune --task {env.name}` "
             f"(tuned tasks: {sorted(load_tuned())})"
         )
     return constant_policy(env, tuned["best"]["action"])

@@ -1,4 +1,4 @@
-"""The episode grader and the evaluation harness.
+"""The episode grader, the evaluation seeds and the confidence intervals of a score.
 
 The score of an episode is computed from the :class:`EpisodeStats` the environment accumulated in
 its own state while it ran; nothing a client reports enters it.
@@ -15,8 +15,6 @@ cost and quality. Dropping traffic, idling or thrashing all drive ``A`` (and so 
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -52,42 +50,10 @@ def grade(params: EnvParams, ep: EpisodeStats) -> jax.Array:
     return grade_components(params, ep)["score"]
 
 
-Policy = Callable[[jax.Array, jax.Array, object], jax.Array]
-
-
-def rollout_episode(env, params: EnvParams, policy: Policy, key: jax.Array, n_steps: int | None = None):
-    """Run one episode from reset for ``n_steps`` (default: the horizon). Returns the final
-    :class:`EpisodeStats` (captured before the auto-reset) and per-step rewards."""
-    n = int(params.horizon_steps) if n_steps is None else n_steps
-    k_reset, k_run = jax.random.split(key)
-    obs, st = env.reset(k_reset, params)
-
-    def body(carry, k):
-        obs, st, last_ep = carry
-        k_pol, k_step = jax.random.split(k)
-        a = policy(k_pol, obs, st)
-        obs, st, r, _, trunc, info = env.step(k_step, st, a, params)
-        return (obs, st, info["episode"]), r
-
-    (_, st, ep), rewards = jax.lax.scan(body, (obs, st, st.episode), jax.random.split(k_run, n))
-    return ep, rewards
-
-
 def eval_keys(n_seeds: int, base: int = EVAL_SEED_BASE) -> jax.Array:
     """Evaluation keys, disjoint from training seeds by construction (fold_in of a fixed base)."""
     root = jax.random.PRNGKey(base)
     return jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(n_seeds))
-
-
-def make_evaluator(env, policy: Policy, n_steps: int):
-    """A jitted ``(params, keys[n]) -> dict of per-seed arrays`` running one ``n_steps`` episode per key."""
-
-    def one(params, key):
-        ep, rewards = rollout_episode(env, params, policy, key, n_steps)
-        comp = grade_components(params, ep)
-        return {**comp, "reward_sum": rewards.sum(), "episode": ep}
-
-    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
 def summarize(scores) -> dict:
@@ -109,18 +75,3 @@ def mean_ci95(scores) -> tuple[float, float]:
     """``(mean, 95 % half-width)`` of :func:`summarize`."""
     s = summarize(scores)
     return s["mean"], s["ci95"]
-
-
-def evaluate(env, params: EnvParams, policy: Policy, key: jax.Array | None = None, n_seeds: int = 8,
-             n_steps: int | None = None) -> dict:
-    """Run ``policy`` for one full episode on each of ``n_seeds`` evaluation seeds (vmapped, jitted).
-
-    ``key=None`` uses the standard evaluation seeds (:func:`eval_keys`). Returns per-seed
-    ``scores`` and ``reward_sums`` (NumPy) plus ``mean``, ``ci95`` and the mean score components.
-    """
-    keys = eval_keys(n_seeds) if key is None else jax.random.split(key, n_seeds)
-    n_steps = int(params.horizon_steps) if n_steps is None else n_steps
-    out = jax.device_get(make_evaluator(env, policy, n_steps)(params, keys))
-    res = summarize(out["score"])
-    return {**res, "scores": np.asarray(out["score"]), "reward_sums": np.asarray(out["reward_sum"]),
-            **{k: float(np.mean(out[k])) for k in ("goodput", "cost", "quality", "complete")}}

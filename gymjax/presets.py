@@ -78,7 +78,7 @@ class QuantTier:
     quality_cost: float  # fractional quality loss the reward and grader charge per token
 
 
-# FP8 keeps a BF16 KV cache (this reproduces DESIGN.md's FP8 reference row); INT8 (W8A8
+# FP8 keeps a BF16 KV cache (this reproduces the FP8 row of the README's roofline table); INT8 (W8A8
 # SmoothQuant-style) and INT4 (W4A16, AWQ-style, group 128) run with an 8-bit KV cache.
 QUANT_TIERS: tuple[QuantTier, ...] = (
     QuantTier("bf16", 2.0, "bf16", 2.0, 0.0),
@@ -108,7 +108,7 @@ PD_MODES: tuple[PDMode, ...] = (
     PDMode("disaggregated-prefill-50", True, 8192, 0.5),
 )
 
-# Roofline calibration defaults (DESIGN.md): efficiencies of FLOP peak, weight streaming and
+# Roofline calibration defaults (README, "The roofline"; tests/test_roofline.py): efficiencies of FLOP peak, weight streaming and
 # attention KV streaming; fixed per-iteration overhead of a CUDA-graph engine; all-reduce latency.
 ETA_FLOPS = 0.72
 ETA_BANDWIDTH = 0.78

@@ -1,15 +1,13 @@
-"""Task definitions and the registry behind :func:`gymjax.make`.
+"""Task definitions: the specs of the synthetic tasks and their arrays.
 
 A task is a :class:`TaskSpec`: a model on a GPU cluster, tenants with SLO classes and arrival
 processes, a horizon, and static sizes. :func:`build_params` turns it into :class:`EnvParams`
-arrays; overrides passed to ``make`` replace fields of the spec or of the params.
+arrays; :mod:`gymjax.registry` names the tasks for :func:`gymjax.make`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jax.numpy as jnp
@@ -150,67 +148,21 @@ def build_params(spec: TaskSpec) -> EnvParams:
     )
 
 
-# --------------------------------------------------------------------------------------------------
-# Registry
-# --------------------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Callable[[], TaskSpec]] = {}
-
-
-def register(name: str):
-    def deco(fn: Callable[[], TaskSpec]):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def registered_envs() -> tuple[str, ...]:
-    """Names accepted by :func:`make`."""
-    return tuple(_REGISTRY)
-
-
-def task_spec(name: str, **overrides) -> TaskSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown environment {name!r}; valid names are: {', '.join(registered_envs())}")
-    spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k == "path"}) if name == "trace" else _REGISTRY[name]()
-    overrides = {k: v for k, v in overrides.items() if k != "path"}
-    cfg_fields = {f.name for f in dataclasses.fields(EnvConfig)}
-    spec_fields = {f.name for f in dataclasses.fields(TaskSpec)}
-    cfg_over = {k: v for k, v in overrides.items() if k in cfg_fields}
-    spec_over = {k: v for k, v in overrides.items() if k in spec_fields}
-    unknown = set(overrides) - cfg_fields - spec_fields
-    if unknown:
-        fields = sorted(spec_fields - {"config"})
-        raise ValueError(f"unknown override(s) {sorted(unknown)}; task fields: {fields}; sizes: {sorted(cfg_fields)}")
-    if cfg_over:
-        spec_over["config"] = dataclasses.replace(spec.config, **cfg_over)
-    return dataclasses.replace(spec, **spec_over)
-
-
-def make(name: str, **overrides) -> tuple[ServingEnv, EnvParams]:
-    """Build a registered task: ``env, params = gymjax.make("static", n_slots=128)``.
-
-    Overrides may name :class:`TaskSpec` fields (``model``, ``gpu``, ``n_gpus``, ``horizon_steps``,
-    ...) or :class:`EnvConfig` sizes (``n_slots``, ``n_leaps``, ...).
-    """
-    spec = task_spec(name, **overrides)
-    if spec.config.n_tenants != len(spec.tenants):
-        spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, n_tenants=len(spec.tenants)))
-    if spec.model not in presets.MODELS:
-        raise ValueError(f"unknown model {spec.model!r}; valid: {sorted(presets.MODELS)}")
-    if spec.gpu not in presets.GPUS:
-        raise ValueError(f"unknown gpu {spec.gpu!r}; valid: {sorted(presets.GPUS)}")
-    env = ServingEnv(spec.config, build_params(spec), name=name)
+def env_from_spec(spec: TaskSpec, name: str | None = None) -> ServingEnv:
+    """The environment of ``spec`` (its params are ``env.default_params``; ``env.spec`` is ``spec``)."""
+    env = ServingEnv(spec.config, build_params(spec), name=spec.name if name is None else name)
     env.spec = spec
-    return env, env.default_params
+    return env
 
+
+# --------------------------------------------------------------------------------------------------
+# The synthetic tasks (gymjax.registry registers them under their names)
+# --------------------------------------------------------------------------------------------------
 
 CHAT = TenantSpec()
 
 
-@register("static")
-def _static() -> TaskSpec:
+def static_task() -> TaskSpec:
     return TaskSpec(
         name="static",
         description="One chat tenant, steady Poisson traffic (15 req/s; prompts ~1k, outputs ~130 tokens, "
@@ -224,8 +176,7 @@ CODE_PROMPT = LengthDist(1469.0, 1.0, 7437)
 CODE_OUTPUT = LengthDist(13.0, 1.2, 1899)
 
 
-@register("bursty")
-def _bursty() -> TaskSpec:
+def bursty_task() -> TaskSpec:
     return TaskSpec(
         name="bursty",
         description="Two tenants on Llama-3-8B / 1xH100 (128 slots). IDE code completions arrive steadily (3 req/s, "
@@ -250,8 +201,7 @@ def _bursty() -> TaskSpec:
     )
 
 
-@register("adversarial")
-def _adversarial() -> TaskSpec:
+def adversarial_task() -> TaskSpec:
     return TaskSpec(
         name="adversarial",
         description="Three tenants with different SLO classes and priorities on Llama-3-8B / 1xH100 (128 slots): a "
@@ -281,5 +231,3 @@ def _adversarial() -> TaskSpec:
         config=EnvConfig(n_slots=128, n_tenants=3, max_arrivals=48, window=4),
     )
 
-
-from gymjax import trace_tasks  # noqa: E402,F401  (registers trace tasks)

@@ -6,8 +6,8 @@ window start uniformly, so different seeds replay different windows of the trace
 length distributions (``LengthDist(samples=...)``) are the trace's own, for anything that reads
 them; the replayed requests carry their exact lengths.
 
-``python -m gymjax.traces calibrate`` prints the load calibration of ``azure-replay`` (SLO attainment of
-the vLLM default and of a few alternative constant actions, over seeds) quoted in docs/traces.md.
+The measurements behind ``azure-replay``'s calibration and its adaptivity headroom live in
+:mod:`gymjax.trace_analysis`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,12 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gymjax.tasks import TaskSpec, TenantSpec, register
+import numpy as np
+
+from gymjax.tasks import LengthDist, TaskSpec, TenantSpec, env_from_spec
+from gymjax.traces import Trace, bin_trace, length_samples, load_packaged_trace, load_trace, merge_traces, scale_time
 from gymjax.types import EnvConfig
-
-if TYPE_CHECKING:
-    from gymjax.traces import Trace
-
-# gymjax.traces is imported where it is used: ``import gymjax`` imports this module, and an import of
-# gymjax.traces here would make ``python -m gymjax.traces`` warn (module imported before it runs)
 
 # azure-replay calibration (see docs/traces.md for the measurements behind these numbers)
 AZURE_SPEEDUP = 1.75  # trace seconds per simulated second
@@ -39,12 +35,19 @@ CODE_TENANT = TenantSpec(name="code", priority=2.0, slo_ttft_s=1.0, slo_tpot_s=0
 CONV_TENANT = TenantSpec(name="conv", priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.6)
 
 
+def length_dist(trace: Trace, tenant: int | str = 0, which: str = "prompt") -> LengthDist:
+    """An empirical :class:`LengthDist` of one tenant's ``which`` ("prompt" | "output") lengths (cap = the
+    largest seen)."""
+    s = length_samples(trace, tenant, which)
+    if not s:
+        raise ValueError(f"tenant {tenant!r} has no requests")
+    return LengthDist(median=float(np.median(s)), cap=int(max(s)), floor=1, samples=s)
+
+
 @lru_cache(maxsize=1)
 def azure_trace() -> Trace:
     """The code and conversation traces merged as tenants 0 (code) and 1 (conv), on their shared
     wall clock (both cover 2023-11-16 18:15-19:14 UTC)."""
-    from gymjax.traces import load_packaged_trace, merge_traces
-
     return merge_traces([load_packaged_trace("azure-code"), load_packaged_trace("azure-conv")], names=("code", "conv"))
 
 
@@ -54,8 +57,6 @@ def trace_task_spec(trace: Trace, name: str, description: str, tenants: tuple[Te
     """A replay :class:`TaskSpec` of ``trace`` (tenant rows in trace order), time-compressed by
     ``speedup`` and binned at ``dt_s``. ``max_arrivals`` is the largest per-bin count (no arrival is
     dropped at the door). Each tenant spec's lengths are replaced by the trace's empirical ones."""
-    from gymjax.traces import bin_trace, length_dist, scale_time
-
     if len(tenants) != trace.n_tenants:
         raise ValueError(f"{len(tenants)} tenant specs for a trace with {trace.n_tenants} tenants")
     scaled = scale_time(trace, speedup) if speedup != 1.0 else trace
@@ -88,8 +89,7 @@ def azure_replay_spec(speedup: float = AZURE_SPEEDUP, n_gpus: int = AZURE_N_GPUS
     )
 
 
-@register("azure-replay")
-def _azure_replay() -> TaskSpec:
+def azure_replay_task() -> TaskSpec:
     return azure_replay_spec()
 
 
@@ -103,8 +103,6 @@ def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0
     horizon of 200 steps, or the whole trace if it spans fewer intervals; 64 batch slots; a
     256-request queue per tenant; ``max_arrivals`` = the largest per-interval count of any tenant.
     """
-    from gymjax.traces import load_trace
-
     tr = load_trace(path)
     if tenants is None:
         tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.7) for n in tr.tenant_names)
@@ -117,8 +115,7 @@ def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0
     )
 
 
-@register("trace")
-def _trace(path: str | Path | None = None) -> TaskSpec:
+def user_trace_task(path: str | Path | None = None) -> TaskSpec:
     if path is None:
         raise ValueError('the "trace" task needs a CSV: gymjax.make("trace", path="my.csv"); '
                          "format: arrival_s,prompt_tokens,output_tokens[,tenant] (see docs/traces.md)")
@@ -128,157 +125,5 @@ def _trace(path: str | Path | None = None) -> TaskSpec:
 def make_trace(path: str | Path, **kw):
     """``(env, params)`` of a user's trace with a binning or time scaling that ``gymjax.make("trace")``
     cannot override (``dt_s``, ``speedup``); keyword arguments as :func:`user_trace_spec`."""
-    from gymjax.env import ServingEnv
-    from gymjax.tasks import build_params
-
-    spec = user_trace_spec(path, **kw)
-    env = ServingEnv(spec.config, build_params(spec), name="trace")
-    env.spec = spec
+    env = env_from_spec(user_trace_spec(path, **kw), name="trace")
     return env, env.default_params
-
-
-# --------------------------------------------------------------------------------------------------
-# Calibration (python -m gymjax.traces calibrate)
-# --------------------------------------------------------------------------------------------------
-
-
-def calibrate(n_seeds: int = 8, **spec_kw) -> dict[str, float]:
-    """SLO attainment (met / arrived over all tenants, pooled over ``n_seeds`` windows) of a few
-    constant actions on ``azure_replay_spec(**spec_kw)`` (``python -m gymjax.traces calibrate``)."""
-    import jax
-    import jax.numpy as jnp
-
-    from gymjax.env import ServingEnv
-    from gymjax.tasks import build_params
-
-    spec = azure_replay_spec(**spec_kw)
-    env = ServingEnv(spec.config, build_params(spec), name=spec.name)
-    params = env.default_params
-    d = env.default_action()
-    candidates = {
-        "vllm-default": d,
-        "fp8": d.replace(quantization_tier=jnp.int32(1)),
-        "fp8+priority": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1)),
-        "fp8+priority+chunk512": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1),
-                                           prefill_decode_split=jnp.int32(1)),
-        "fp8+spec2+priority": d.replace(quantization_tier=jnp.int32(1), priority_routing=jnp.int32(1),
-                                        speculation_depth=jnp.int32(2)),
-    }
-
-    def episode(key, action):
-        _, st = env.reset(key, params)
-
-        def body(carry, k):
-            st = carry
-            _, st2, _, _, _, info = env.step(k, st, action, params)
-            return st2, info["episode"]
-
-        _, eps = jax.lax.scan(body, st, jax.random.split(key, spec.horizon_steps))
-        return jax.tree.map(lambda x: x[-1], eps)
-
-    run = jax.jit(jax.vmap(episode, in_axes=(0, None)))
-    keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-    out = {}
-    for name, a in candidates.items():
-        ep = run(keys, a)
-        arrived = float(ep.arrived.sum())
-        met = float(ep.slo_met.sum())
-        per_tenant = (ep.slo_met.sum(0) / jnp.maximum(ep.arrived.sum(0), 1)).tolist()
-        out[name] = met / max(arrived, 1.0)
-        print(f"{name:24s} attainment {out[name]:.3f}  per tenant {[round(x, 3) for x in per_tenant]}  "
-              f"per seed {[round(x, 2) for x in (ep.slo_met.sum(1) / jnp.maximum(ep.arrived.sum(1), 1)).tolist()]}  "
-              f"dropped {int(ep.dropped.sum())}/{int(arrived)}")
-    return out
-
-
-
-# --------------------------------------------------------------------------------------------------
-# Adaptivity headroom (python -m gymjax.traces headroom)
-# --------------------------------------------------------------------------------------------------
-
-HEADROOM_SEED_BASE = 5_000_011  # disjoint from tuning and evaluation seeds
-
-
-def headroom(n_seeds: int = 16, top_slow: int = 3, log=print, **spec_kw) -> dict:
-    """How much any adaptive policy could gain over the best constant on ``azure-replay``.
-
-    1. Every action of a sub-grid (batch cap {48, the largest level} x KV 0.95 x every speculation depth x
-       {FP8, INT8} x {chunk-512, chunk-2048, disaggregated-25} x priority routing on; it contains
-       the tuned best constant) is scored on ``n_seeds`` windows. *Hindsight*: the best action of
-       each window, picked after seeing its score, minus the best single action (paired over windows).
-       It bounds what choosing a configuration per window (per "phase" of the day) could gain.
-    2. *Switching*: for the ``top_slow`` best (batch cap, tier, split) settings, every pair of
-       speculation depths (one while code traffic is active, one while it is not) is played, with
-       code activity read two ways: from the trace itself (code arrives in this interval or the
-       next: an oracle that sees the future) and reactively (code queued or arrived last interval).
-       The best pair is picked on the same windows it is scored on, so the gain is optimistic.
-
-    Returns the paired differences (mean, 95 % CI half-width) and the actions behind them.
-    """
-    import itertools
-
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from gymjax.env import ServingEnv
-    from gymjax.grading import grade, mean_ci95, rollout_episode
-    from gymjax.presets import PD_MODES
-    from gymjax.tasks import build_params
-
-    spec = azure_replay_spec(**spec_kw)
-    env = ServingEnv(spec.config, build_params(spec), name=spec.name)
-    params = env.default_params
-    lv = {k.name: list(k.levels) for k in env.knobs}
-    code = spec.tenants.index(next(t for t in spec.tenants if t.name == "code"))
-    n_bins = params.trace_count.shape[0]
-
-    def episode(table, key, mode):
-        """mode 0: table[0] always; 1: trace lookahead; 2: reactive. table[1] plays while code is active."""
-
-        def policy(_, obs, st):
-            b = st.trace_start + st.step
-            ahead = (params.trace_count[b % n_bins, code] + params.trace_count[(b + 1) % n_bins, code]) > 0
-            reactive = (st.q_count[code] > 0) | (st.step_stats.arrived[code] > 0)
-            return table[jnp.where(mode == 1, ahead, jnp.where(mode == 2, reactive, False)).astype(jnp.int32)]
-
-        return grade(params, rollout_episode(env, params, policy, key)[0])
-
-    run = jax.jit(jax.vmap(jax.vmap(episode, in_axes=(None, 0, None)), in_axes=(0, None, None)))
-    keys = jax.random.split(jax.random.PRNGKey(HEADROOM_SEED_BASE), n_seeds)
-
-    caps = sorted({int(np.argmin(np.abs(np.asarray(lv["batch_cap"]) - 48.0))), len(lv["batch_cap"]) - 1})
-    kv = lv["kv_budget_fraction"].index(0.95)
-    splits = [i for i, m in enumerate(PD_MODES) if m.name in ("colocated-chunk-512", "colocated-chunk-2048", "disaggregated-prefill-25")]
-    cands = np.asarray(list(itertools.product(caps, [kv],
-                                              range(len(lv["speculation_depth"])), [1, 2], splits, [1])), np.int32)
-    s = np.asarray(run(jnp.asarray(np.stack([cands, cands], 1)), keys, 0))  # [N, seeds]
-    best = int(np.argmax(s.mean(1)))
-    typed = lambda a: {k: float(v) for k, v in env.decode_action(jnp.asarray(a)).to_dict().items()}  # noqa: E731
-    out = {"n_seeds": n_seeds, "grid_size": int(len(cands)), "best_constant": {"action": cands[best].tolist(),
-           "typed": typed(cands[best]), "score": mean_ci95(s[best])}}
-    out["hindsight_minus_best"] = mean_ci95(s.max(0) - s[best])
-    log(f"best constant of the sub-grid ({len(cands)} actions, {n_seeds} windows): {typed(cands[best])} "
-        f"score {s[best].mean():.3f}")
-    log(f"hindsight best action per window minus it: {out['hindsight_minus_best'][0]:+.4f} "
-        f"+- {out['hindsight_minus_best'][1]:.4f}")
-
-    slow = []
-    for i in np.argsort(-s.mean(1)):
-        key = tuple(cands[i][[0, 3, 4]])
-        if key not in slow:
-            slow.append(key)
-        if len(slow) == top_slow:
-            break
-    tables = np.asarray([[[c, kv, q, t, p, 1], [c, kv, b, t, p, 1]] for c, t, p in slow
-                         for q, b in itertools.product(range(len(lv["speculation_depth"])), repeat=2)], np.int32)
-    for mode, name in ((1, "trace lookahead"), (2, "reactive")):
-        s2 = np.asarray(run(jnp.asarray(tables), keys, mode))
-        j = int(np.argmax(s2.mean(1)))
-        d = mean_ci95(s2[j] - s[best])
-        out[f"switching_{name.replace(' ', '_')}_minus_best"] = d
-        out[f"switching_{name.replace(' ', '_')}_table"] = {"quiet": typed(tables[j, 0]), "code_active": typed(tables[j, 1])}
-        log(f"switching speculation depth on code activity ({name}): quiet depth "
-            f"{lv['speculation_depth'][tables[j, 0, 2]]:g}, code-active depth {lv['speculation_depth'][tables[j, 1, 2]]:g}; "
-            f"minus the best constant {d[0]:+.4f} +- {d[1]:.4f}")
-    return out

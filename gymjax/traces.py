@@ -20,9 +20,8 @@ compress time) -> :func:`bin_trace`, which returns the ``TaskSpec.trace`` dict t
 replays: per control interval (bin) and tenant, the arrival count, the offsets within the interval
 and the prompt/output lengths.
 
-``python -m gymjax.traces stats FILE [FILE ...]`` prints the statistics of trace files and
-``python -m gymjax.traces calibrate`` the load calibration of ``azure-replay`` (the numbers in
-``docs/traces.md`` come from these two commands).
+This module imports no task code: it turns CSV files into NumPy arrays. ``inferencegym traces FILE
+[FILE ...]`` prints :func:`trace_stats` of trace files (the numbers in ``docs/traces.md``).
 """
 
 from __future__ import annotations
@@ -390,21 +389,12 @@ def bin_trace(trace: Trace, dt_s: float, tenants: Sequence[int | str] | None = N
 
 
 def length_samples(trace: Trace, tenant: int | str = 0, which: str = "prompt") -> tuple[int, ...]:
-    """The token lengths of one tenant, for ``LengthDist(samples=...)``. ``which``: "prompt" | "output"."""
+    """The token lengths of one tenant, for ``LengthDist(samples=...)`` (:func:`gymjax.trace_tasks.length_dist`).
+    ``which``: "prompt" | "output"."""
     if which not in ("prompt", "output"):
         raise ValueError(f"which must be 'prompt' or 'output', got {which!r}")
     arr = trace.prompt_tokens if which == "prompt" else trace.output_tokens
     return tuple(int(x) for x in arr[trace.tenant == trace._tenant_index(tenant)])
-
-
-def length_dist(trace: Trace, tenant: int | str = 0, which: str = "prompt"):
-    """An empirical :class:`gymjax.tasks.LengthDist` of one tenant's lengths (cap = the largest seen)."""
-    from gymjax.tasks import LengthDist  # tasks imports the engine; keep this module importable alone
-
-    s = length_samples(trace, tenant, which)
-    if not s:
-        raise ValueError(f"tenant {tenant!r} has no requests")
-    return LengthDist(median=float(np.median(s)), cap=int(max(s)), floor=1, samples=s)
 
 
 def trace_stats(trace: Trace) -> dict[str, dict[str, float]]:
@@ -449,51 +439,3 @@ def _average_ranks(v: np.ndarray) -> np.ndarray:
     r = np.empty(v.size, np.float64)
     r[order] = (lo + hi - 1) / 2.0
     return r
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: ``python -m gymjax.traces stats FILE [FILE ...]`` prints trace statistics (files, or
-    the packaged names azure-code / azure-conv); ``python -m gymjax.traces calibrate [--speedup S]
-    [--n-gpus N] [--horizon H] [--seeds K]`` prints the load calibration of the azure-replay task;
-    ``python -m gymjax.traces headroom [--seeds K] [--json F]`` what adaptivity could gain there."""
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m gymjax.traces", description="Trace statistics and azure-replay calibration.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    st = sub.add_parser("stats", help="per-tenant statistics of trace CSV files")
-    st.add_argument("files", nargs="+", help="CSV paths, or the packaged names azure-code / azure-conv")
-    cal = sub.add_parser("calibrate", help="SLO attainment of constant actions on azure-replay, over seeds")
-    cal.add_argument("--seeds", type=int, default=8)
-    cal.add_argument("--speedup", type=float, default=None, help="time compression (default: the task's)")
-    cal.add_argument("--n-gpus", type=int, default=None)
-    cal.add_argument("--horizon", type=int, default=None)
-    cal.add_argument("--n-slots", type=int, default=None)
-    hr = sub.add_parser("headroom", help="what an adaptive policy could gain over the best constant on azure-replay")
-    hr.add_argument("--seeds", type=int, default=16)
-    hr.add_argument("--json", default=None, help="also write the result here")
-    args = ap.parse_args(argv)
-    if args.cmd == "stats":
-        for f in args.files:
-            tr = load_packaged_trace(f) if f in PACKAGED_TRACES else load_trace(f)
-            for name, stats in trace_stats(tr).items():
-                print(f"{f} [{name}]")
-                for k, v in stats.items():
-                    print(f"  {k:24s} {v:.4g}" if isinstance(v, float) else f"  {k:24s} {v}")
-    elif args.cmd == "headroom":
-        import json
-
-        from gymjax.trace_tasks import headroom
-
-        res = headroom(args.seeds)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
-    else:
-        from gymjax.trace_tasks import calibrate
-
-        kw = {"speedup": args.speedup, "n_gpus": args.n_gpus, "horizon_steps": args.horizon, "n_slots": args.n_slots}
-        calibrate(args.seeds, **{k: v for k, v in kw.items() if v is not None})
-
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Grid search for the best constant action per task (and per load phase, for the oracle).
 
-    python -m gymjax.tune                 # every registered synthetic + replay task
-    python -m gymjax.tune --task bursty   # one task
+    inferencegym tune                 # every registered synthetic + replay task
+    inferencegym tune --task bursty   # one task
 
 The grid (documented, the same for every task): every batch-cap level x KV budget {0.9, 0.95} x
 every speculation depth {0, 1, 2, 3, 4, 6} x every tier {bf16, fp8, int8, int4} x split {chunk-512,
@@ -16,16 +16,18 @@ depth and priority routing); batch cap, KV budget, tier and split are one settin
 (switching a slow knob at every phase change would pay a reload or drain each time). The table
 comes from the grid scored with each phase pinned (no switching), weighted by each phase's
 stationary probability, and the best few candidate tables are then compared in free-running
-episodes, where phase transitions and backlogs count (:func:`tune_oracle`). Results go to ``gymjax/data/best_constant.json``.
+episodes, where phase transitions and backlogs count (:func:`tune_oracle`). ``inferencegym tune`` writes the
+results to ``gymjax/data/best_constant.json`` (:data:`TUNED_PATH`), where :mod:`gymjax.baselines` reads them.
+
+Every episode runs through :func:`gymjax.rollout.unroll` with the keys the recorded tables were
+drawn with: ``k_reset, k_run = split(key)``, and each of ``split(k_run, n_steps)`` goes whole to
+``env.step`` (the tuned policies ignore their key).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import itertools
-import json
-import time
 from pathlib import Path
 
 import jax
@@ -35,9 +37,10 @@ import numpy as np
 from gymjax.grading import grade
 from gymjax.physics.workload import mirror_bursts
 from gymjax.presets import PD_MODES, QUANT_TIERS
+from gymjax.rollout import reset_carry, unroll
 
 TUNE_SEED_BASE = 7_000_001
-OUT = Path(__file__).parent / "data" / "best_constant.json"
+TUNED_PATH = Path(__file__).parent / "data" / "best_constant.json"
 
 
 def grid(env) -> np.ndarray:
@@ -62,26 +65,33 @@ def _pinned(params):
     return params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
 
 
+def _constant(action):
+    """The policy that always plays ``action``."""
+    return lambda key, obs, state: action
+
+
 @functools.lru_cache(maxsize=8)
 def _score_fn(env, n_steps: int):
-    """jit(vmap over actions x seeds) of one constant-action episode's score; ``phase`` pins bursts."""
+    """jit(vmap over actions x seeds) of one constant-action episode's score; ``phase`` >= 0 pins the
+    burst state at reset to that phase word (bit t: tenant t in its high phase)."""
 
     def one(params, action, key, phase):
+        def pin(obs, st):
+            pinned = mirror_bursts(params, ((phase >> jnp.arange(env.cfg.n_tenants)) & 1).astype(jnp.int32))
+            return obs, st.replace(burst_on=jnp.where(phase >= 0, pinned, st.burst_on).astype(jnp.int32))
+
         k_reset, k_run = jax.random.split(key)
-        obs, st = env.reset(k_reset, params)
-        pinned = mirror_bursts(params, ((phase >> jnp.arange(env.cfg.n_tenants)) & 1).astype(jnp.int32))
-        st = st.replace(burst_on=jnp.where(phase >= 0, pinned, st.burst_on).astype(jnp.int32))
-
-        def body(carry, k):
-            st, ep = carry
-            _, st, _, _, _, info = env.step(k, st, action, params)
-            return (st, info["episode"]), None
-
-        (_, ep), _ = jax.lax.scan(body, (st, st.episode), jax.random.split(k_run, n_steps))
-        return grade(params, ep)
+        carry = reset_carry(env, params, k_reset, init=pin)
+        final, _ = unroll(env, params, _constant(action), carry, jax.random.split(k_run, n_steps), _nothing, split_policy_key=False)
+        return grade(params, final.episode)
 
     per_seed = jax.vmap(one, in_axes=(None, None, 0, None))
     return jax.jit(jax.vmap(per_seed, in_axes=(None, 0, None, None)))
+
+
+def _nothing(step):
+    """A rollout record that keeps nothing per step (only the final episode statistics are graded)."""
+    return None
 
 
 def _first_stage(env, params, cands: np.ndarray, seeds: int, phase: int, chunk: int) -> np.ndarray:
@@ -139,17 +149,11 @@ def _oracle_score_fn(env, n_steps: int):
     T = env.cfg.n_tenants
 
     def one(params, table, key):
+        policy = lambda k, obs, st: table[jnp.sum(st.burst_on * (2 ** jnp.arange(T)))]  # noqa: E731
         k_reset, k_run = jax.random.split(key)
-        _, st = env.reset(k_reset, params)
-
-        def body(carry, k):
-            st, ep = carry
-            phase = jnp.sum(st.burst_on * (2 ** jnp.arange(T)))
-            _, st, _, _, _, info = env.step(k, st, table[phase], params)
-            return (st, info["episode"]), None
-
-        (_, ep), _ = jax.lax.scan(body, (st, st.episode), jax.random.split(k_run, n_steps))
-        return grade(params, ep)
+        carry = reset_carry(env, params, k_reset)
+        final, _ = unroll(env, params, policy, carry, jax.random.split(k_run, n_steps), _nothing, split_policy_key=False)
+        return grade(params, final.episode)
 
     return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(None, 0, None)))
 
@@ -206,42 +210,11 @@ def tune_oracle(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int 
     return {"phases": phases, "free_running_score": float(free[best]), "candidate_tables": len(top)}
 
 
-def tune_task(name: str, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, log=print) -> dict:
-    import gymjax
-
-    env, params = gymjax.make(name)
+def tune_task(env, params, seeds: int = 2, refine: int = 8, refine_seeds: int = 8, log=print) -> dict:
+    """The best constant action of ``env`` and, for tasks with Markov-modulated bursts, the oracle's phase table."""
     res = {"best": search(env, params, seeds, refine, refine_seeds, log=log)}
     if np.any(np.asarray((params.p_on_to_off > 0) | (params.p_off_to_on > 0))):
         oracle = tune_oracle(env, params, seeds, refine, refine_seeds, log=log)
         res["phases"] = oracle["phases"]
         res["oracle_free_running_score"] = oracle["free_running_score"]
     return res
-
-
-def main(argv=None) -> None:
-    import gymjax
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--task", action="append", help="task(s) to tune (default: all but 'trace')")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--refine", type=int, default=8)
-    ap.add_argument("--refine-seeds", type=int, default=8)
-    ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args(argv)
-    tasks = args.task or [t for t in gymjax.registered_envs() if t != "trace"]
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for t in tasks:
-        t0 = time.time()
-        data[t] = tune_task(t, args.seeds, args.refine, args.refine_seeds)
-        data[t]["command"] = (
-            f"python -m gymjax.tune --task {t} --seeds {args.seeds} --refine {args.refine} --refine-seeds {args.refine_seeds}"
-        )
-        data[t]["jax_version"] = jax.__version__
-        print(f"  {t}: {time.time() - t0:.0f} s")
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=1, sort_keys=True))
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -12,6 +12,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gymjax.rollout import make_step, reset_carry
 
 
 def vmap_chunked(fn: Callable, n: int, chunk: int | None) -> Callable:
@@ -36,9 +40,6 @@ CLUSTER_AXIS = "clusters"  # the one mesh axis: the cluster (env) batch
 def cluster_mesh(devices=None):
     """A 1-D ``Mesh`` named ``"clusters"`` over ``devices`` (default ``jax.devices()``: every device of
     every process, so under ``jax.distributed`` the mesh spans all hosts)."""
-    import numpy as np
-    from jax.sharding import Mesh
-
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (CLUSTER_AXIS,))
 
 
@@ -54,8 +55,6 @@ def cluster_sharding(n_clusters: int, dim: int = 0, shard: bool | None = True):
     imported) makes one device per core: each then runs its share of clusters on its own thread,
     which beats XLA:CPU's intra-op threading of these small kernels (README, Performance).
     """
-    from jax.sharding import NamedSharding, PartitionSpec
-
     n_dev = jax.device_count()
     if shard is False or n_dev < 2:
         return None
@@ -68,8 +67,6 @@ def cluster_sharding(n_clusters: int, dim: int = 0, shard: bool | None = True):
 
 def replicated(sharding):
     """The fully replicated ``NamedSharding`` on ``sharding``'s mesh (parameters, optimiser state)."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     return NamedSharding(sharding.mesh, PartitionSpec())
 
 
@@ -83,8 +80,10 @@ def constrain(tree, sharding):
 def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = None, chunk: int | None = None, shard: bool | None = None):
     """A jitted ``(key, params) -> (final states, per-step mean reward [n_steps])``.
 
-    Each cluster resets with its own key, then steps ``n_steps`` times under ``policy(key, obs, state)``
-    (default: vLLM's default configuration held fixed). The clusters are split over all devices when
+    Each cluster resets with its own key (``split(key, n_clusters)``), then steps ``n_steps`` times under
+    ``policy(key, obs, state)`` (default: vLLM's default configuration held fixed): step t gives cluster i
+    the key ``split(split(key, n_steps)[t], n_clusters)[i]``, which :func:`gymjax.rollout.make_step`
+    splits into the policy's and the step's. The clusters are split over all devices when
     there are several (``shard=None``, auto; ``True`` insists, ``False`` turns it off; see
     :func:`cluster_sharding`); results are the same as unsharded, bit for bit.
     """
@@ -95,23 +94,15 @@ def make_rollout(env, n_clusters: int, n_steps: int, policy: Callable | None = N
     place = lambda x: constrain(x, sharding)  # noqa: E731
 
     def run(key, params):
-        keys = place(jax.random.split(key, n_clusters))
-        reset = vmap_chunked(lambda k: env.reset(k, params), n_clusters, chunk)
-        obs, st = reset(keys)
-
-        def one(k, o, s):
-            kp, ks = jax.random.split(k)
-            o, s, r, _, _, _ = env.step(ks, s, policy(kp, o, s), params)
-            return o, s, r
-
-        step = vmap_chunked(one, n_clusters, chunk)
+        reset = vmap_chunked(lambda k: reset_carry(env, params, k), n_clusters, chunk)
+        carry = reset(place(jax.random.split(key, n_clusters)))
+        step = vmap_chunked(make_step(env, params, policy), n_clusters, chunk)
 
         def body(carry, k):
-            o, s = carry
-            o, s, r = step(place(jax.random.split(k, n_clusters)), o, s)
-            return (o, s), jnp.mean(r)
+            carry, rewards = step(carry, place(jax.random.split(k, n_clusters)))
+            return carry, jnp.mean(rewards)
 
-        (obs, st), rewards = jax.lax.scan(body, (obs, st), jax.random.split(key, n_steps))
-        return st, rewards
+        carry, rewards = jax.lax.scan(body, carry, jax.random.split(key, n_steps))
+        return carry.state, rewards
 
     return jax.jit(run)

@@ -5,12 +5,11 @@
     out = train(jax.random.PRNGKey(0))                       # out.runner_state, out.metrics
     policy, meta = ppo.load_policy("runs/bursty")            # policy(key, obs, state) -> flat action
 
-CLI (wired into ``inferencegym``): :func:`cli_train`, :func:`cli_eval`; ``python -m ppo.train_all``
-is ``make train``.
+The command lines (``inferencegym train``, ``train-all``, ``seeds``, ``inspect``, ``eval --policy``)
+live in the :mod:`inferencegym` package.
 """
 
 from ppo.checkpoint import load_policy, make_policy, save_policy
-from ppo.cli import cli_eval, cli_train
 from ppo.config import PPOConfig
 from ppo.train import RunnerState, TrainOutput, Transition, gae, make_train
 
@@ -19,8 +18,6 @@ __all__ = [
     "RunnerState",
     "Transition",
     "TrainOutput",
-    "cli_eval",
-    "cli_train",
     "gae",
     "load_policy",
     "make_policy",

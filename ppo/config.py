@@ -40,21 +40,15 @@ class PPOConfig:
     reward_scale: float = 0.1  # rewards are ~[-1, 2] per step; scaled so value targets stay O(1-10)
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"  # "tanh" | "relu"
-    # Exploration starts around the vLLM-default action (a logit bonus on each fast knob's default level),
-    # and every knob has a learned "hold" bonus on the level in force, initially init_stick_slow for the slow
-    # knobs (quantization tier, prefill/decode split: a reload/drain per change). Without it the first
-    # policies resample the tier every second and the engine spends the episode reloading; with it an
-    # exploratory switch is held long enough for its worth to show.
+    # exploration starts at the vLLM defaults (a logit bonus on each fast knob's default level), and every
+    # knob has a learned "hold" bonus on the level in force, initially init_stick_slow for the slow knobs
+    # (a reload or drain per change); why: docs/ppo.md, "Where exploration starts"
     init_default_logit: float = 2.0
     init_stick_slow: float = 5.0
     init_stick_fast: float = 0.0
-    # True: no hold bonus on an episode's first action, the initial deployment (no reload). On for azure-replay
-    # (TASK_DEFAULTS: it fixes the INT8 trap there); off by default, as it moved static to FP8 on seed 0
-    # (docs/ppo.md, "Results")
-    free_first_action: bool = False
-    # True: the slow knobs choose hold-or-change first (a learned gate), and a new level only on a change, so that
-    # holding a level (which avoids a reload) does not make that level the preferred one (ppo.networks.ActorCritic).
-    # On in TASK_DEFAULTS where it helped (docs/ppo.md, "Results"); a saved config without it means off.
+    free_first_action: bool = False  # no hold bonus on an episode's first action (the initial deployment, no reload)
+    # the slow knobs choose hold-or-change first (a learned gate), a new level only on a change
+    # (ppo.networks.ActorCritic); a saved config without the field means off
     slow_hold_gate: bool = False
     normalize_obs: bool = True  # running mean/var of observations, kept in the carry
     bootstrap_truncation: bool = True  # bootstrap from V(final obs) at the horizon (else treat it as terminal)
@@ -126,17 +120,7 @@ class PPOConfig:
 
 
 # Per-task defaults of `make train` and `inferencegym train` (PPOConfig.for_task); anything else is the
-# class default. Budgets fit all four tasks in under 10 minutes on 2 CPU cores (docs/ppo.md, "Results").
-# - bursty: a larger entropy bonus. At 0.003 PPO settles on the best constant's fixed-depth strategy
-#   (+0.001 over it); at 0.01 it learns to switch speculation depth with the load.
-# - adversarial: the hold-or-change gate on the slow knobs. Without it, which tier the first policies settle
-#   on, and whether the fast knobs then learn to follow the chat bursts, depended on the seed (1 of 3 seeds
-#   beat the best constant at 800k steps, 2 of 3 at 1.6M); with it 3 of 3 do at 800k.
-# - azure-replay: free_first_action and the gate. With the hold bonus on the initial deployment every run
-#   settled on INT8 (-0.05 against the FP8 best constant); without it runs deploy FP8, and the gate brings
-#   them within 0.004-0.007 of the constant.
-# The gate is not on for static (seed 0: 0.962 against 0.965) or bursty (seeds 0.838 / 0.714 / 0.813
-# against 0.849 / 0.814 / 0.849 without).
+# class default. The measurements behind each entry: docs/ppo.md, "Per-task defaults".
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "static": {"total_timesteps": 300_000},
     "bursty": {"total_timesteps": 800_000, "ent_coef": 0.01},

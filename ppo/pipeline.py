@@ -1,4 +1,5 @@
-"""Train -> save -> evaluate -> plot, for one task. Shared by ``make train`` and ``inferencegym train``."""
+"""Train -> save -> evaluate -> plot, for one task. Shared by ``inferencegym train`` and ``inferencegym
+train-all`` (``make train``)."""
 
 from __future__ import annotations
 
@@ -11,28 +12,31 @@ from typing import Any
 import jax
 import numpy as np
 
+from gymjax.evaluation import baseline_policies, scoreboard
+from gymjax.report import add_paired
 from ppo.checkpoint import make_policy, save_policy
 from ppo.config import PPOConfig
-from ppo.evaluate import baseline_policies, paired_diff, scoreboard
 from ppo.networks import action_reader
 from ppo.train import make_env, make_network, make_train
 
 N_EVAL_SEEDS = 16
+BENCHMARK_TASKS = ("static", "bursty", "adversarial", "azure-replay")  # what `make train` trains
 
 
 def train_task(
     config: PPOConfig,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
+    seed: int,
+    out_dir: str | Path,
     progress: Callable[[int, dict[str, float]], None] | None = None,
     n_eval_seeds: int = N_EVAL_SEEDS,
     on_phase: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one policy on ``config.task`` with ``seed``, save it under ``out_dir`` (default
-    ``runs/<task>``), evaluate it against the baselines on ``n_eval_seeds`` evaluation seeds and
-    write the learning curve. Returns a summary dict (also saved in ``config.json``)."""
+    """Train one policy on ``config.task`` with ``seed``, save it under ``out_dir`` (the
+    command line's default: ``runs/<task>``), evaluate it against the baselines on ``n_eval_seeds`` evaluation seeds and
+    write the learning curve. Returns a summary dict (also saved in ``config.json``); its ``scoreboard``
+    has each policy's paired difference to the best constant (:func:`gymjax.report.add_paired`)."""
     phase = on_phase or (lambda s: None)
-    out_dir = Path(out_dir or Path("runs") / config.task)
+    out_dir = Path(out_dir)
     env, params = make_env(config)
 
     phase("compiling")
@@ -56,10 +60,7 @@ def train_task(
         phase("evaluating")
         sampled = make_policy(network, rs.train_state.params, rs.obs_norm, reader, config.normalize_obs, greedy=False)
         policies = {"ppo": ppo_policy, "ppo-sampled": sampled, **baseline_policies(env, params)}
-        board = scoreboard(env, params, policies, n_eval_seeds)
-        for name in board:
-            if name != "ppo":
-                board[name]["ppo_minus"] = dict(zip(("mean", "ci95"), paired_diff(board, "ppo", name), strict=False))
+        board = add_paired(scoreboard(env, params, policies, n_eval_seeds))
 
     summary = {
         "task": config.task,
@@ -103,37 +104,6 @@ def plot_learning_curve(metrics: dict[str, np.ndarray], config: PPOConfig, path:
     axes[2].plot(steps, metrics["value_explained_var"], label="value explained var")
     axes[2].set(title="optimisation", xlabel="env steps")
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_scoreboard(results: dict[str, dict], path: Path) -> None:
-    """Grouped bars: mean score +- 95 % CI per task and policy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = [t for t in results if results[t].get("scoreboard")]
-    names: list[str] = []
-    for t in tasks:
-        names += [n for n in results[t]["scoreboard"] if n not in names]
-    fig, ax = plt.subplots(figsize=(2.4 * max(len(tasks), 1) + 2, 4))
-    w = 0.8 / max(len(names), 1)
-    for j, n in enumerate(names):
-        xs, ms, cs = [], [], []
-        for i, t in enumerate(tasks):
-            row = results[t]["scoreboard"].get(n)
-            if row:
-                xs.append(i + (j - (len(names) - 1) / 2) * w)
-                ms.append(row["mean"])
-                cs.append(row["ci95"])
-        ax.bar(xs, ms, w, yerr=cs, capsize=2, label=n)
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylabel("episode score (mean, 95 % CI)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -33,6 +33,9 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
+import gymjax
+from gymjax.grading import grade
+from gymjax.vector import cluster_sharding, constrain, replicated
 from ppo.config import PPOConfig
 from ppo.networks import (
     ActorCritic,
@@ -128,8 +131,7 @@ def final_observation(env, info: dict, action: jax.Array) -> jax.Array:
 
 
 def make_env(config: PPOConfig):
-    import gymjax
-
+    """``(env, params)`` of ``config.task`` with ``config.env_kwargs``."""
     return gymjax.make(config.task, **config.env_kwargs)
 
 
@@ -175,8 +177,6 @@ def make_train(
     N, T = config.num_envs, config.num_steps
     n_mb = config.num_minibatches
     mb_size = config.batch_size // n_mb
-    from gymjax.grading import grade
-    from gymjax.vector import cluster_sharding, constrain, replicated
 
     envs_sh = cluster_sharding(N, shard=shard)  # [N, ...] leaves: env states, observations, per-env keys
     if envs_sh is None:

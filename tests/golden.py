@@ -101,12 +101,12 @@ def trajectory_fingerprint(task: str) -> dict[str, str]:
 def board_fingerprint(task: str) -> dict[str, float]:
     """Every available baseline's score and return per evaluation seed, all policies in one program."""
     import gymjax
+    from gymjax.evaluation import baseline_policies, make_evaluator
     from gymjax.grading import eval_keys
-    from ppo.evaluate import baseline_policies, make_evaluator
 
     env, params = gymjax.make(task, horizon_steps=BOARD_HORIZON)
     pols = baseline_policies(env, params)
-    res = jax.device_get(make_evaluator(env, params, list(pols.values()), BOARD_HORIZON)(eval_keys(BOARD_SEEDS)))
+    res = jax.device_get(make_evaluator(env, list(pols.values()), BOARD_HORIZON, params)(eval_keys(BOARD_SEEDS)))
     out = {}
     for i, name in enumerate(pols):
         for s in range(BOARD_SEEDS):
@@ -133,7 +133,38 @@ def ppo_fingerprint() -> dict[str, str]:
     return fp
 
 
-def compute(parts=("trajectories", "boards", "ppo")) -> dict:
+def tools_fingerprint() -> dict[str, float]:
+    """The tuner's candidate and oracle-table scores, and the trace calibration, on small shapes:
+    the tables in gymjax/data/best_constant.json and docs/traces.md were drawn with these keys."""
+    import gymjax
+    from gymjax import tune
+
+    try:
+        from gymjax.trace_analysis import calibrate
+    except ImportError:  # before the house refactor it lived with the trace tasks
+        from gymjax.trace_tasks import calibrate
+
+    env, params = gymjax.make("bursty", horizon_steps=6, n_slots=32, queue_cap=64, max_arrivals=32)
+    cands = jnp.asarray([[1, 4, 2, 1, 2, 1], [3, 5, 0, 2, 1, 0]], jnp.int32)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    out = {}
+    for phase in (-1, 3):
+        p = params if phase < 0 else tune._pinned(params)
+        s = np.asarray(tune._score_fn(env, 6)(p, cands, keys, phase))
+        out.update({f"score/phase{phase}/cand{i}/seed{j}": float(s[i, j]) for i in range(2) for j in range(2)})
+    tables = jnp.stack([jnp.stack([cands[0]] * 4), jnp.stack([cands[1], cands[0], cands[1], cands[0]])])
+    s = np.asarray(tune._oracle_score_fn(env, 6)(params, tables, keys))
+    out.update({f"oracle/table{i}/seed{j}": float(s[i, j]) for i in range(2) for j in range(2)})
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        cal = calibrate(n_seeds=2, horizon_steps=5, n_slots=32)
+    out.update({f"calibrate/{k}": float(v) for k, v in cal.items()})
+    return out
+
+
+def compute(parts=("trajectories", "boards", "ppo", "tools")) -> dict:
     res = {"jax": jax.__version__}
     if "trajectories" in parts:
         res["trajectories"] = {t: trajectory_fingerprint(t) for t in TASKS}
@@ -141,6 +172,8 @@ def compute(parts=("trajectories", "boards", "ppo")) -> dict:
         res["boards"] = {t: board_fingerprint(t) for t in BOARD_TASKS}
     if "ppo" in parts:
         res["ppo"] = ppo_fingerprint()
+    if "tools" in parts:
+        res["tools"] = {"tune+calibrate": tools_fingerprint()}
     return res
 
 
@@ -162,9 +195,9 @@ def diff(recorded: dict, now: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="record the fingerprints in tests/data/golden.json")
-    ap.add_argument("--part", action="append", choices=("trajectories", "boards", "ppo"))
+    ap.add_argument("--part", action="append", choices=("trajectories", "boards", "ppo", "tools"))
     a = ap.parse_args(argv)
-    now = compute(tuple(a.part or ("trajectories", "boards", "ppo")))
+    now = compute(tuple(a.part or ("trajectories", "boards", "ppo", "tools")))
     if a.write:
         GOLDEN.parent.mkdir(parents=True, exist_ok=True)
         rec = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}

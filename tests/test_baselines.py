@@ -8,6 +8,8 @@ import pytest
 
 import gymjax
 from gymjax import baselines, grading, tune
+from gymjax.evaluation import run_policies
+from gymjax.rollout import rollout
 
 
 def _depth(env, params, choose, action, running, ctx_per_seq, weights, waiting=False):
@@ -40,16 +42,8 @@ def test_heuristic_speculates_in_quiet_phases_and_backs_off_in_bursts():
 
     def run(key, phase):
         params_p = params.replace(p_on_to_off=params.p_on_to_off * 0, p_off_to_on=params.p_off_to_on * 0)
-        obs, st = env.reset(key, params_p)
-        st = st.replace(burst_on=jnp.asarray([0, phase], jnp.int32))
-
-        def body(carry, k):
-            obs, st = carry
-            a = pol(k, obs, st)
-            obs, st, _, _, _, _ = env.step(k, st, a, params_p)
-            return (obs, st), a[2]
-
-        return jax.lax.scan(body, (obs, st), jax.random.split(key, 40))[1]
+        pin = lambda obs, st: (obs, st.replace(burst_on=jnp.asarray([0, phase], jnp.int32)))  # noqa: E731
+        return rollout(env, params_p, pol, key, 40, record=lambda s: s.action[2], init=pin)[1]  # speculation level per step
 
     depths = jax.device_get(jax.jit(jax.vmap(run, in_axes=(None, 0)))(jax.random.PRNGKey(0), jnp.asarray([0, 1])))
     quiet, burst = lv[depths[0, 10:]].mean(), lv[depths[1, 10:]].mean()
@@ -89,10 +83,6 @@ def test_adaptivity_beats_the_best_constant(task):
     env, params = gymjax.make(task)
     best, orc = baselines.best_constant(env, params), baselines.oracle(env, params)
 
-    def one(i, key):  # one compiled program for both policies (lax.switch on the policy index)
-        pol = lambda k, o, s: jax.lax.switch(i, [best, orc], k, o, s)  # noqa: E731
-        return grading.grade(params, grading.rollout_episode(env, params, pol, key)[0])
-
-    scores = jax.device_get(jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))(jnp.arange(2), grading.eval_keys(16)))
+    scores = run_policies(env, params, [best, orc], grading.eval_keys(16))["score"]  # one program for both
     diff = grading.summarize(scores[1] - scores[0])
     assert diff["mean"] - diff["ci95"] > 0, diff

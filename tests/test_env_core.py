@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gymjax
+from gymjax.rollout import rollout
 from gymjax.types import ServeAction
 from tests.contract import SMALL
 
@@ -16,21 +17,20 @@ def small_env(small_static):
     return small_static
 
 
-def _rollout_fn(env, n_clusters, n_steps, policy):
-    """jitted vmapped rollout returning per-step counters, pools and flat obs."""
+def _rollout_fn(env, n_clusters, n_steps, policy_of):
+    """jitted ``run(key, params)``: cluster i plays ``policy_of(i)`` from ``split(key, n_clusters)[i]``
+    through :func:`gymjax.rollout.rollout`; per-step obs, reward, counters, pools, metrics, truncation
+    and state finiteness, each [cluster, step, ...]."""
+
+    def record(s):
+        info, floats = s.info, [x for x in jax.tree.leaves(s.next_state) if jnp.issubdtype(x.dtype, jnp.floating)]
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in floats]))
+        return (s.next_obs, s.reward, info["counters"], info["kv_pool_blocks"], info["kv_blocks_used_max"], info["metrics"],
+                s.truncated, finite)
 
     def run(key, params):
-        keys = jax.random.split(key, n_clusters)
-        obs, st = jax.vmap(env.reset, (0, None))(keys, params)
-
-        def body(st, k):
-            ka, ks = jax.random.split(k)
-            acts = policy(jax.random.split(ka, n_clusters))
-            obs, st, r, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(ks, n_clusters), st, acts, params)
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(st) if jnp.issubdtype(x.dtype, jnp.floating)]))
-            return st, (obs, r, info["counters"], info["kv_pool_blocks"], info["kv_blocks_used_max"], info["metrics"], trunc, finite)
-
-        return jax.lax.scan(body, st, jax.random.split(key, n_steps))[1]
+        one = lambda k, i: rollout(env, params, policy_of(i), k, n_steps, record=record)[1]  # noqa: E731
+        return jax.vmap(one)(jax.random.split(key, n_clusters), jnp.arange(n_clusters))
 
     return jax.jit(run)
 
@@ -61,7 +61,7 @@ def _random_rollout(env, params, n_clusters, n_steps):
     key = (id(env), n_clusters, n_steps)
     if key not in _RANDOM_ROLLOUTS:
         space = env.action_space(params)
-        _RANDOM_ROLLOUTS[key] = _rollout_fn(env, n_clusters, n_steps, lambda ks: jax.vmap(space.sample)(ks))
+        _RANDOM_ROLLOUTS[key] = _rollout_fn(env, n_clusters, n_steps, lambda i: lambda k, obs, st: space.sample(k))
     return _RANDOM_ROLLOUTS[key]
 
 
@@ -78,7 +78,7 @@ def test_invariants_extreme_actions(small_env):
     nvec = np.asarray(env.action_space(params).nvec)
     corners = np.array([[(i >> j) & 1 for j in range(6)] for i in range(64)]) * (nvec - 1)
     corners = jnp.asarray(corners, jnp.int32)
-    run = _rollout_fn(env, 64, 14, lambda ks: corners)
+    run = _rollout_fn(env, 64, 14, lambda i: lambda k, obs, st: corners[i])
     heavy = params.replace(base_rate_rps=params.base_rate_rps * 4)
     _check_invariants(env, run(jax.random.PRNGKey(1), heavy))
 
@@ -107,21 +107,19 @@ def test_same_key_same_trajectory_and_vmap_equals_single(small_env, jit_step):
     b = run(jax.random.PRNGKey(7), params)
     chex.assert_trees_all_equal(a, b)
 
-    # cluster i of the vmapped run equals a single-cluster run with the same keys
+    # cluster i of the vmapped run equals a single-cluster run with the same keys (rollout's key scheme)
     step = jit_step(env)
     reset = jax.jit(env.reset)
-    key = jax.random.PRNGKey(7)
-    keys = jax.random.split(key, 8)
-    step_keys = jax.random.split(key, 10)
+    keys = jax.random.split(jax.random.PRNGKey(7), 8)
     for i in (0, 7):
-        obs, st = reset(keys[i], params)
-        for t in range(10):
-            ka, ks = jax.random.split(step_keys[t])
-            act = space.sample(jax.random.split(ka, 8)[i])
-            obs, st, r, _, _, info = step(jax.random.split(ks, 8)[i], st, act, params)
-            np.testing.assert_allclose(np.asarray(obs), np.asarray(a[0][t, i]), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(float(r), float(a[1][t, i]), rtol=1e-5, atol=1e-6)
-            assert int(info["counters"]["finished"]) == int(a[2]["finished"][t, i])
+        k_reset, k_run = jax.random.split(keys[i])
+        obs, st = reset(k_reset, params)
+        for t, k in enumerate(jax.random.split(k_run, 10)):
+            k_act, k_step = jax.random.split(k)
+            obs, st, r, _, _, info = step(k_step, st, space.sample(k_act), params)
+            np.testing.assert_allclose(np.asarray(obs), np.asarray(a[0][i, t]), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(float(r), float(a[1][i, t]), rtol=1e-5, atol=1e-6)
+            assert int(info["counters"]["finished"]) == int(a[2]["finished"][i, t])
 
 
 def test_no_retrace(small_env):

@@ -35,6 +35,11 @@ def test_baseline_scores_are_pinned(task):
 
 
 @pytest.mark.slow
+def test_tuner_and_calibration_scores_are_pinned():
+    _check("tools", {"tune+calibrate": golden.tools_fingerprint()})
+
+
+@pytest.mark.slow
 def test_trained_policy_is_pinned():
     _check("ppo", golden.ppo_fingerprint())
 

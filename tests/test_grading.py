@@ -7,6 +7,7 @@ import pytest
 
 import gymjax
 from gymjax import ServeAction, baselines, grading
+from gymjax.evaluation import make_evaluator
 
 H = 40
 
@@ -27,16 +28,10 @@ def _const(env, **kw):
 
 
 def _switch_evaluator(env, policies, n_steps):
-    """One compiled program scoring several policies (lax.switch on a policy index) x seeds."""
-
-    def pol(i, key, obs, state):
-        return jax.lax.switch(i, [lambda k, o, s, p=p: p(k, o, s) for p in policies], key, obs, state)
-
-    def one(params, i, key):
-        ep, rewards = grading.rollout_episode(env, params, lambda k, o, s: pol(i, k, o, s), key, n_steps)
-        return grading.grade(params, ep), rewards.sum(), ep
-
-    return jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(None, 0, None)))
+    """One compiled program scoring several policies (gymjax.evaluation: lax.switch on a policy index) x
+    seeds: ``run(params, keys) -> (scores, reward sums, episode stats)``, each [policy, seed]."""
+    run = make_evaluator(env, policies, n_steps)
+    return lambda params, keys: (lambda out: (out["score"], out["reward_sum"], out["episode"]))(run(params, keys))
 
 
 def test_grader_cannot_be_gamed(static_env):
@@ -50,7 +45,7 @@ def test_grader_cannot_be_gamed(static_env):
     ]
     run = _switch_evaluator(env, policies, H)
     keys = grading.eval_keys(3)
-    scores, rsum, ep = jax.device_get(run(params, jnp.arange(len(policies)), keys))
+    scores, rsum, ep = jax.device_get(run(params, keys))
     s = scores.mean(1)
     assert s[0] > 0.8, s
     assert s[1] < 0.02 and s[2] < 0.3 and s[3] < 0.6 * s[0], s
@@ -60,10 +55,10 @@ def test_grader_cannot_be_gamed(static_env):
     # the storm really was one
     assert ep.preemptions[3].mean() > 10 * max(ep.preemptions[0].mean(), 1)
     # stopping early: the same episode graded half-way scores about half
-    half = _switch_evaluator(env, policies[:1], H // 2)(params, jnp.arange(1), keys)[0]
+    half = _switch_evaluator(env, policies[:1], H // 2)(params, keys)[0]
     assert np.asarray(half).mean() < 0.6 * s[0]
     # deterministic: the same seeds give the same scores
-    again = jax.device_get(run(params, jnp.arange(len(policies)), keys))[0]
+    again = jax.device_get(run(params, keys))[0]
     np.testing.assert_array_equal(scores, again)
 
 
@@ -89,7 +84,7 @@ def test_reward_sum_ranks_baselines_like_the_grader(task):
     policies = [baselines.POLICIES[n](env, params) for n in names]
     n_steps = 60
     params = params.replace(horizon_steps=jnp.int32(n_steps))
-    scores, rsum, _ = jax.device_get(_switch_evaluator(env, policies, n_steps)(params, jnp.arange(len(names)), grading.eval_keys(2)))
+    scores, rsum, _ = jax.device_get(_switch_evaluator(env, policies, n_steps)(params, grading.eval_keys(2)))
     s, r = scores.mean(1), rsum.mean(1)
     # every pair the grader separates clearly (> 0.02) is ordered the same way by the reward sum
     for i in range(len(names)):

@@ -6,6 +6,7 @@ import pytest
 
 import gymjax
 from gymjax import ServeAction
+from gymjax.rollout import rollout
 from gymjax.tasks import LengthDist, TenantSpec
 
 STEPS = 16
@@ -15,13 +16,8 @@ def _runner(env):
     """jit(vmap over (params, action)) of a constant-action run: mean metrics over the last steps."""
 
     def one(params, action, key):
-        obs, st = env.reset(key, params)
-
-        def body(st, k):
-            _, st, _, _, _, info = env.step(k, st, action, params)
-            return st, info["metrics"]
-
-        st, m = jax.lax.scan(body, st, jax.random.split(key, STEPS))
+        final, m = rollout(env, params, lambda k, obs, st: action, key, STEPS, record=lambda s: s.info["metrics"])
+        st = final.state
         tail = jax.tree.map(lambda x: x[STEPS // 3 :], m)
         nz = lambda x: jnp.sum(x) / jnp.maximum(jnp.sum(x > 0), 1)  # mean over intervals that had samples
         ttft_per_tenant = st.episode.slo_met / jnp.maximum(st.episode.arrived, 1)

@@ -1,12 +1,14 @@
 """The simulator's import graph is a straight line: presets -> spaces -> types -> physics -> engine
--> env (-> tasks, whose registry is checked with it); no module imports one above it."""
+-> env -> (traces) -> tasks -> trace tasks -> registry; no module imports one above it. The tools
+(grading, rollout, evaluation, baselines, tune, report, vector, trace_analysis) sit above the line:
+they may import it, nothing on it imports them."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "gymjax"
 PHYSICS = ("numerics", "roofline", "speculation", "deployment", "queues", "workload", "accounting", "observation", "reward")
-LINE = ("presets", "spaces", "types", *(f"physics.{m}" for m in PHYSICS), "engine", "env")
+LINE = ("presets", "spaces", "types", *(f"physics.{m}" for m in PHYSICS), "engine", "env", "traces", "tasks", "trace_tasks", "registry")
 
 
 def _gymjax_imports(path: Path) -> set[str]:

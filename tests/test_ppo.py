@@ -313,7 +313,7 @@ def test_gated_policy_save_load_and_older_saves(tmp_path, tiny_env):
 
 
 def test_task_defaults_then_flags_then_set():
-    from ppo.cli import build_train_parser, config_from_args
+    from inferencegym.train import build_train_parser, config_from_args
     from ppo.config import TASK_DEFAULTS
 
     parse = lambda *argv: config_from_args(build_train_parser().parse_args(list(argv)))  # noqa: E731
@@ -332,7 +332,7 @@ def test_task_defaults_then_flags_then_set():
 @pytest.mark.slow
 def test_vmapped_seeds_learn_to_beat_random_on_small_static():
     """jit(vmap(train)) over 2 seeds; seed 0's greedy policy clearly beats random and is no worse than vLLM defaults."""
-    from ppo.evaluate import baseline_policies, scoreboard
+    from gymjax.evaluation import baseline_policies, scoreboard
 
     env_kw = dict(n_slots=32, queue_cap=64, max_arrivals=32, horizon_steps=50)
     env, params = gymjax.make("static", **env_kw)
@@ -354,7 +354,7 @@ def test_vmapped_seeds_learn_to_beat_random_on_small_static():
 
 @pytest.mark.slow
 def test_cli_train_then_eval(tmp_path, capsys):
-    from ppo import cli_eval, cli_train
+    from inferencegym.cli import main
 
     out = tmp_path / "run"
     argv = [
@@ -380,19 +380,19 @@ def test_cli_train_then_eval(tmp_path, capsys):
     ]
     for k, v in TINY_ENV.items():
         argv += ["--env", f"{k}={v}"]
-    assert cli_train(argv) == 0
+    assert main(["train", *argv]) == 0
     for f in ("policy.msgpack", "config.json", "learning_curve.png", "scoreboard.json", "metrics.npz"):
         assert (out / f).stat().st_size > 0, f
     policy, meta = load_policy(out)
     assert meta["seed"] == 3 and meta["ppo_config"].env_kwargs == TINY_ENV and meta["ppo_config"].hidden == (8, 8)
-    assert cli_eval(["--policy", str(out), "--n-seeds", "2", "--no-baselines", "--json", str(tmp_path / "b.json")]) == 0
+    assert main(["eval", "--policy", str(out), "--n-seeds", "2", "--no-baselines", "--json", str(tmp_path / "b.json")]) == 0
     assert "ppo" in capsys.readouterr().out and (tmp_path / "b.json").exists()
 
 
 def test_fused_scoreboard_agrees_with_gymjax_evaluate(tiny_env):
-    """ppo.evaluate.scoreboard (all policies in one program) gives gymjax.evaluate's numbers."""
+    """gymjax.evaluation.scoreboard (all policies in one program) gives gymjax.evaluate's numbers."""
     from gymjax import baselines
-    from ppo.evaluate import scoreboard
+    from gymjax.evaluation import scoreboard
 
     env, params = tiny_env
     pols = {n: baselines.POLICIES[n](env, params) for n in ("vllm-default", "heuristic")}

@@ -1,4 +1,4 @@
-"""python -m ppo.inspect: the share of steps at each knob level, per burst phase."""
+"""inferencegym inspect: the share of steps at each knob level, per burst phase."""
 
 import json
 
@@ -7,9 +7,10 @@ import jax.numpy as jnp
 
 import gymjax
 from gymjax import baselines
+from inferencegym.cli import main
 from ppo import PPOConfig
 from ppo.checkpoint import save_policy
-from ppo.inspect import main, phase_action_shares
+from ppo.inspect import phase_action_shares
 from ppo.networks import action_reader, obs_norm_init
 from ppo.train import make_network
 
@@ -33,7 +34,7 @@ def test_cli_on_a_saved_policy(tmp_path, capsys):
     net = make_network(cfg, env, params)
     p = net.init(jax.random.PRNGKey(0), jnp.zeros((env.obs_dim,)))
     save_policy(tmp_path / "p", cfg, p, obs_norm_init(env.obs_dim), env.action_space(params).nvec, env.obs_dim, action_reader(env))
-    assert main(["--policy", str(tmp_path / "p"), "--episodes", "2", "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["inspect", "--policy", str(tmp_path / "p"), "--episodes", "2", "--json", str(tmp_path / "s.json")]) == 0
     out = json.loads((tmp_path / "s.json").read_text())
     assert out["episodes"] == 2 and "phase 0 (bursting: none;" in capsys.readouterr().out
     for row in out["phases"].values():

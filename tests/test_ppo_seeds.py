@@ -1,11 +1,11 @@
-"""python -m ppo.seeds: several training seeds, each scored against the best constant."""
+"""inferencegym seeds: several training seeds, each scored against the best constant."""
 
 import json
 
 import numpy as np
 
+from inferencegym.cli import main
 from ppo import PPOConfig
-from ppo.seeds import main
 from tests.contract import TINY as TINY_ENV
 
 TINY = PPOConfig(task="static", env_kwargs=TINY_ENV,
@@ -19,7 +19,7 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path, tiny_static):
     for k, v in TINY.to_dict().items():
         if k != "task":
             argv += ["--set", f"{k}={json.dumps(v)}"]
-    assert main(argv) == 0
+    assert main(["seeds", *argv]) == 0
     res = json.loads(out.read_text())
     assert res["task"] == "static" and res["seeds"] == [0, 1] and res["config"]["num_envs"] == 4
     a, b = res["per_seed"]["0"], res["per_seed"]["1"]
@@ -29,9 +29,9 @@ def test_seeds_are_scored_on_common_eval_seeds(tmp_path, tiny_static):
 
     # each seed's policy was saved; rescored with the best constant on the same eval seeds, the saved policies
     # score what the run reported, and its differences are paired: mean and CI of (policy - best constant) per seed
+    from gymjax.evaluation import baseline_policies, scoreboard
     from gymjax.grading import mean_ci95
     from ppo.checkpoint import load_policy
-    from ppo.evaluate import baseline_policies, scoreboard
 
     policy, meta = load_policy(tmp_path / "pol" / "seed_1")
     assert meta["seed"] == 1 and meta["config"] == res["config"] and (tmp_path / "pol" / "seed_0" / "policy.msgpack").exists()

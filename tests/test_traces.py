@@ -10,8 +10,10 @@ import pytest
 
 import gymjax
 from gymjax import traces
-from gymjax.trace_tasks import azure_trace, user_trace_spec
+from gymjax.rollout import rollout
+from gymjax.trace_tasks import azure_trace, length_dist, user_trace_spec
 from gymjax.traces import Trace, TraceFormatError, bin_trace, load_trace, merge_traces, scale_time
+from inferencegym.cli import main
 
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens"
 
@@ -120,7 +122,7 @@ def test_azure_statistics_match_the_published_ones(azure):
     assert st["conv"]["prompt_p50"] == 1020 and st["conv"]["output_p50"] == 129
     assert st["code"]["interarrival_cv"] > 10 > 2 > st["conv"]["interarrival_cv"]
     assert st["code"]["max_per_s"] == 67 and st["conv"]["max_per_s"] == 16
-    d = traces.length_dist(azure, "code", "prompt")
+    d = length_dist(azure, "code", "prompt")
     q = gymjax.LengthDist(samples=d.samples, cap=d.cap).quantiles(64)
     assert abs(np.median(q) - 1469) < 150 and d.cap == 7437
 
@@ -210,18 +212,14 @@ H = 12
 
 
 def episode_fn(env, params, horizon: int):
-    """Jitted: one episode of the default action -> per-step cumulative per-tenant arrivals, counters, start bin."""
+    """Jitted: one episode of the default action (gymjax.rollout) -> start bin, per-step cumulative
+    per-tenant arrivals, counters and SLO-met counts."""
+    def record(s):
+        return s.state.trace_start, (s.info["episode"].arrived, s.info["counters"]["arrived"], s.info["episode"].slo_met)
 
     def run(key):
-        _, st = env.reset(key, params)
-        start = st.trace_start
-
-        def body(st, k):
-            _, st, _, _, _, info = env.step(k, st, env.default_action(), params)
-            return st, (info["episode"].arrived, info["counters"]["arrived"], info["episode"].slo_met)
-
-        _, out = jax.lax.scan(body, st, jax.random.split(jax.random.fold_in(key, 1), horizon))
-        return start, out
+        _, (start, out) = rollout(env, params, lambda k, obs, st: env.default_action(), key, horizon, record=record)
+        return start[0], out
 
     return jax.jit(run)
 
@@ -267,9 +265,9 @@ def test_replay_is_deterministic_and_seeds_pick_windows(replay):
 
 
 def test_headroom_switches_only_speculation_around_the_best_constant():
-    """The headroom probe (python -m gymjax.traces headroom): with ``top_slow=1`` the switching tables keep
+    """The headroom probe (inferencegym headroom): with ``top_slow=1`` the switching tables keep
     every knob of the best constant but the speculation depth."""
-    from gymjax.trace_tasks import headroom
+    from gymjax.trace_analysis import headroom
 
     out = headroom(n_seeds=3, top_slow=1, log=lambda *_: None, horizon_steps=H, n_slots=32)
     assert out["grid_size"] in (36, 72) and 0.0 < out["best_constant"]["score"][0] <= 1.0
@@ -310,7 +308,7 @@ def test_user_trace_task(tmp_path):
 
 def test_stats_command_line(tmp_path, capsys):
     p = write(tmp_path, "arrival_s,prompt_tokens,output_tokens\n0,10,1\n0.5,30,3\n20.5,20,2\n", "cli.csv")
-    traces.main(["stats", str(p)])
+    assert main(["traces", str(p)]) == 0
     out = capsys.readouterr().out
     assert "[cli]" in out and "requests                 3" in out and "prompt_p50               20" in out
     assert "gaps_over_10s            1" in out and "max_gap_s                20" in out

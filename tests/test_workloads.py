@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gymjax
+from gymjax.rollout import rollout
 from gymjax.tasks import TenantSpec
 
 # a traffic-mix shift: tenant 1 is "on" exactly when tenant 0 is "off"
@@ -19,15 +20,9 @@ def test_mirrored_tenant_is_on_exactly_when_its_partner_is_off():
     assert int(params.burst_mirror[0]) == -1 and int(params.burst_mirror[1]) == 0
     a = env.encode_action(env.default_action())
 
-    def run(key):
-        obs, st = env.reset(key, params)
-
-        def body(st, k):
-            before = st.burst_on
-            _, st, _, _, _, info = env.step(k, st, a, params)
-            return st, (before, st.step_stats.arrived)
-
-        return jax.lax.scan(body, st, jax.random.split(key, 400))[1]
+    def run(key):  # per step: the burst state the step ran in and its arrivals
+        record = lambda s: (s.state.burst_on, s.next_state.step_stats.arrived)  # noqa: E731
+        return rollout(env, params, lambda k, obs, st: a, key, 400, record=record)[1]
 
     on, arrived = jax.device_get(jax.jit(jax.vmap(run))(jax.random.split(jax.random.PRNGKey(0), 4)))
     assert np.all(on[..., 1] == 1 - on[..., 0])  # complement at every step, from the reset on
@@ -47,13 +42,7 @@ def test_independent_chains_without_a_mirror():
     a = env.encode_action(env.default_action())
 
     def run(key):
-        obs, st = env.reset(key, params)
-
-        def body(st, k):
-            _, st, _, _, _, _ = env.step(k, st, a, params)
-            return st, st.burst_on
-
-        return jax.lax.scan(body, st, jax.random.split(key, 200))[1]
+        return rollout(env, params, lambda k, obs, st: a, key, 200, record=lambda s: s.next_state.burst_on)[1]
 
     on = np.asarray(jax.jit(run)(jax.random.PRNGKey(1)))
     both = np.mean(on[:, 0] == on[:, 1])
