@@ -5,8 +5,8 @@
 1. Cost split: CPU seconds per cluster-step at ``n_leaps`` = 1 and 8 (2,048 clusters, task
    ``static``) give the per-interval part and the per-leap part.
 2. XLA:CPU kernels: loop fusions in the compiled leap (the scan body of the step).
-3. Primitive costs under ``vmap`` over 4,096 x 64: ``jnp.argmax`` vs ``engine.argmax_first``,
-   ``jnp.cumsum`` vs ``engine.cumsum`` (triangular matmul).
+3. Primitive costs under ``vmap`` over 4,096 x 64: ``jnp.argmax`` vs ``physics.numerics.argmax_first``,
+   ``jnp.cumsum`` vs ``physics.numerics.cumsum`` (triangular matmul).
 
 Writes ``benchmarks/results/profile_step.json``.
 """
@@ -58,7 +58,7 @@ def primitive_ns() -> dict:
     import jax
     import jax.numpy as jnp
 
-    from gymjax import engine
+    from gymjax.physics import numerics
 
     n, b, reps = 4096, 64, 20
     x = jax.random.uniform(jax.random.PRNGKey(0), (n, b))
@@ -73,9 +73,9 @@ def primitive_ns() -> dict:
     v = jax.vmap
     return {
         "argmax (jnp.argmax)": bench(v(lambda r: r + jnp.argmax(r) * 1e-9)),
-        "argmax (engine.argmax_first)": bench(v(lambda r: r + engine.argmax_first(r) * 1e-9)),
+        "argmax (numerics.argmax_first)": bench(v(lambda r: r + numerics.argmax_first(r) * 1e-9)),
         "cumsum (jnp.cumsum)": bench(v(lambda r: jnp.cumsum(r) * 1e-2)),
-        "cumsum (engine.cumsum)": bench(v(lambda r: engine.cumsum(r) * 1e-2)),
+        "cumsum (numerics.cumsum)": bench(v(lambda r: numerics.cumsum(r) * 1e-2)),
     }
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gymjax.physics.reward import MAX_QUALITY_LOSS
+from gymjax.physics.reward import quality_term
 from gymjax.types import EnvParams, EpisodeStats
 
 F32 = jnp.float32
@@ -38,7 +38,7 @@ def grade_components(params: EnvParams, ep: EpisodeStats) -> dict:
     cost_1k = jnp.where(tokens > 0, ep.cost_usd / jnp.maximum(tokens, 1e-9) * 1000.0, jnp.inf)
     cost_score = jnp.where(tokens > 0, params.ref_cost_per_1k / (params.ref_cost_per_1k + cost_1k), 0.0)
     loss = jnp.where(tokens > 0, ep.quality_loss_tokens / jnp.maximum(tokens, 1e-9), 0.0)
-    quality = 1.0 - jnp.clip(loss / MAX_QUALITY_LOSS, 0.0, 1.0)
+    quality = quality_term(loss)  # the reward's quality term, of the episode's mean loss per token
     complete = jnp.clip(ep.steps / params.horizon_steps, 0.0, 1.0)
     score = goodput * (0.8 + 0.1 * cost_score + 0.1 * quality) * complete
     return {"goodput": goodput.astype(F32), "cost": cost_score.astype(F32), "quality": quality.astype(F32),
