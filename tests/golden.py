@@ -115,13 +115,18 @@ def board_fingerprint(task: str) -> dict[str, float]:
     return out
 
 
-def ppo_fingerprint() -> dict[str, str]:
+PPO_RUNS = ("plain", "gate")
+
+
+def ppo_fingerprint(runs=PPO_RUNS) -> dict[str, str]:
     import gymjax
     from ppo import PPOConfig, make_train
 
     env_kw = dict(n_slots=16, queue_cap=32, max_arrivals=16, horizon_steps=8)
     fp = {}
     for name, extra in (("plain", {}), ("gate", dict(slow_hold_gate=True, free_first_action=True, task="bursty"))):
+        if name not in runs:
+            continue
         task = extra.pop("task", "static")
         cfg = PPOConfig(task=task, env_kwargs=env_kw, total_timesteps=4 * 8 * 4, num_envs=4, num_steps=8, update_epochs=2,
                         num_minibatches=2, hidden=(16, 16), progress_reports=2, **extra)

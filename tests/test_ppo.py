@@ -387,17 +387,3 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert meta["seed"] == 3 and meta["ppo_config"].env_kwargs == TINY_ENV and meta["ppo_config"].hidden == (8, 8)
     assert main(["eval", "--policy", str(out), "--n-seeds", "2", "--no-baselines", "--json", str(tmp_path / "b.json")]) == 0
     assert "ppo" in capsys.readouterr().out and (tmp_path / "b.json").exists()
-
-
-def test_fused_scoreboard_agrees_with_gymjax_evaluate(tiny_env):
-    """gymjax.evaluation.scoreboard (all policies in one program) gives gymjax.evaluate's numbers."""
-    from gymjax import baselines
-    from gymjax.evaluation import scoreboard
-
-    env, params = tiny_env
-    pols = {n: baselines.POLICIES[n](env, params) for n in ("vllm-default", "heuristic")}
-    board = scoreboard(env, params, pols, n_seeds=3)
-    for n, pol in pols.items():
-        ref = gymjax.evaluate(env, params, pol, n_seeds=3)
-        np.testing.assert_allclose(board[n]["scores"], ref["scores"], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(board[n]["returns"], ref["reward_sums"], rtol=1e-5, atol=1e-5)

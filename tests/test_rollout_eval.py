@@ -20,14 +20,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bursty():
-    return gymjax.make("bursty", **SMALL)
+def env_small():
+    return gymjax.make("static", **SMALL)
 
 
-def test_rollout_is_the_reset_then_scan_loop_it_replaced(bursty):
+def test_rollout_is_the_reset_then_scan_loop_it_replaced(env_small):
     """rollout's records and final carry equal, bit for bit, the hand-written loop every caller used to
     have (reset with k_reset; per step k_policy, k_step = split(k_t)); the records are the Step's fields."""
-    env, params = bursty
+    env, params = env_small
     policy = baselines.POLICIES["random"](env, params)
     n = 5
 
@@ -54,9 +54,9 @@ def test_rollout_is_the_reset_then_scan_loop_it_replaced(bursty):
     jax.tree.map(np.testing.assert_array_equal, run_shared(keys), run_hand(keys))
 
 
-def test_rollout_keeps_the_episode_before_the_auto_reset(bursty):
+def test_rollout_keeps_the_episode_before_the_auto_reset(env_small):
     """Run past the horizon: the carry's episode is the finished one (its steps = the horizon), not the reset's."""
-    env, params = bursty
+    env, params = env_small
     a = env.encode_action(env.default_action())
     horizon = int(params.horizon_steps)
     final, steps = rollout(env, params, lambda k, o, s: a, jax.random.PRNGKey(0), horizon, record=lambda s: s.info["episode"].steps)
@@ -64,17 +64,20 @@ def test_rollout_keeps_the_episode_before_the_auto_reset(bursty):
     np.testing.assert_array_equal(np.asarray(steps), np.arange(1, horizon + 1))
 
 
-def test_one_policy_evaluate_is_a_row_of_the_many_policy_program(bursty):
-    """gymjax.evaluate of one policy equals that policy's row of the program scoring several at once."""
-    env, params = bursty
+def test_one_policy_evaluate_is_a_row_of_the_many_policy_program(env_small):
+    """gymjax.evaluate of one policy equals that policy's row of the program scoring several at once.
+    They are separately compiled XLA programs, whose float ops may round differently in the last bit
+    (issue 18 tracks one trajectory per key across programs), hence the tight tolerance."""
+    env, params = env_small
     pols = [baselines.POLICIES[n](env, params) for n in ("heuristic", "random")]
     many = run_policies(env, params, pols, eval_keys(3))
     one = evaluate(env, params, pols[0], n_seeds=3)
-    np.testing.assert_array_equal(one["scores"], many["score"][0])
-    np.testing.assert_array_equal(one["reward_sums"], many["reward_sum"][0])
-    assert (one["mean"], one["ci95"]) == mean_ci95(many["score"][0])
+    np.testing.assert_allclose(one["scores"], many["score"][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one["reward_sums"], many["reward_sum"][0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose((one["mean"], one["ci95"]), mean_ci95(many["score"][0]), rtol=1e-5, atol=1e-6)
     for k in ("goodput", "cost", "quality", "complete"):
-        assert one[k] == float(np.mean(many[k][0])), k
+        assert one[k] == pytest.approx(float(np.mean(many[k][0])), rel=1e-5, abs=1e-6), k
+    assert not np.allclose(many["score"][0], many["score"][1]), "the two policies' rows must differ"
 
 
 def test_paired_difference_is_per_seed():
@@ -135,20 +138,20 @@ def test_eval_command_writes_the_board_and_plot(tmp_path, capsys, monkeypatch):
     assert board["heuristic"]["scores"] == [float(x) for x in ref["scores"]]
 
 
-def test_vector_rollout_is_the_shared_step(bursty):
+def test_vector_rollout_is_the_shared_step(env_small):
     """gymjax.vector.make_rollout's cluster 0 is rollout's step applied with its documented keys."""
     from gymjax.rollout import make_step, reset_carry
     from gymjax.vector import make_rollout
 
-    env, params = bursty
+    env, params = env_small
     key = jax.random.PRNGKey(4)
     states, rewards = make_rollout(env, 2, 3)(key, params)
     a = env.encode_action(env.default_action())
     carry = reset_carry(env, params, jax.random.split(key, 2)[0])
-    step = make_step(env, params, lambda k, o, s: a)
+    step = jax.jit(make_step(env, params, lambda k, o, s: a))
     for k in jax.random.split(key, 3):
         carry, _ = step(carry, jax.random.split(k, 2)[0])
-    # the same keys and steps; eager and compiled float ops may differ in the last bit
+    # the same keys and steps; separately compiled programs may differ in the last bit
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x[0], y, rtol=1e-5, atol=1e-4), states, carry.state)
     np.testing.assert_array_equal(states.step[0], carry.state.step)
     assert jnp.isfinite(rewards).all()
