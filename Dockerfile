@@ -17,6 +17,7 @@ COPY --chown=user pyproject.toml README.md openenv.yaml inference.py ./
 COPY --chown=user gymjax ./gymjax
 COPY --chown=user ppo ./ppo
 COPY --chown=user server ./server
+COPY --chown=user inferencegym ./inferencegym
 RUN python -m pip install --upgrade pip && python -m pip install -e ".[server]" && chown -R user /app
 
 USER user

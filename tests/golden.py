@@ -138,7 +138,7 @@ def ppo_fingerprint(runs=PPO_RUNS) -> dict[str, str]:
     return fp
 
 
-def tools_fingerprint() -> dict[str, float]:
+def tools_fingerprint(calibration: bool = True) -> dict[str, float]:
     """The tuner's candidate and oracle-table scores, and the trace calibration, on small shapes:
     the tables in gymjax/data/best_constant.json and docs/traces.md were drawn with these keys."""
     import gymjax
@@ -160,6 +160,8 @@ def tools_fingerprint() -> dict[str, float]:
     tables = jnp.stack([jnp.stack([cands[0]] * 4), jnp.stack([cands[1], cands[0], cands[1], cands[0]])])
     s = np.asarray(tune._oracle_score_fn(env, 6)(params, tables, keys))
     out.update({f"oracle/table{i}/seed{j}": float(s[i, j]) for i in range(2) for j in range(2)})
+    if not calibration:
+        return out
     import contextlib
     import io
 

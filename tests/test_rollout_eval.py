@@ -4,7 +4,6 @@ import ast
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -136,22 +135,3 @@ def test_eval_command_writes_the_board_and_plot(tmp_path, capsys, monkeypatch):
     env, params = real_make("static", **SMALL)
     ref = evaluate(env, params, baselines.POLICIES["heuristic"](env, params), n_seeds=2)
     assert board["heuristic"]["scores"] == [float(x) for x in ref["scores"]]
-
-
-def test_vector_rollout_is_the_shared_step(env_small):
-    """gymjax.vector.make_rollout's cluster 0 is rollout's step applied with its documented keys."""
-    from gymjax.rollout import make_step, reset_carry
-    from gymjax.vector import make_rollout
-
-    env, params = env_small
-    key = jax.random.PRNGKey(4)
-    states, rewards = make_rollout(env, 2, 3)(key, params)
-    a = env.encode_action(env.default_action())
-    carry = reset_carry(env, params, jax.random.split(key, 2)[0])
-    step = jax.jit(make_step(env, params, lambda k, o, s: a))
-    for k in jax.random.split(key, 3):
-        carry, _ = step(carry, jax.random.split(k, 2)[0])
-    # the same keys and steps; separately compiled programs may differ in the last bit
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x[0], y, rtol=1e-5, atol=1e-4), states, carry.state)
-    np.testing.assert_array_equal(states.step[0], carry.state.step)
-    assert jnp.isfinite(rewards).all()
