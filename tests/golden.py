@@ -184,8 +184,9 @@ def compute(parts=("trajectories", "boards", "ppo", "tools")) -> dict:
     return res
 
 
-def diff(recorded: dict, now: dict) -> list[str]:
-    """Readable differences between two fingerprint dicts (only the parts present in ``now``)."""
+def diff(recorded: dict, now: dict, subset: bool = False) -> list[str]:
+    """Readable differences between two fingerprint dicts (only the parts present in ``now``;
+    with ``subset``, only the fingerprints ``now`` computed: a partial check)."""
     out = []
     for part, val in now.items():
         if part == "jax":
@@ -193,6 +194,8 @@ def diff(recorded: dict, now: dict) -> list[str]:
         old = {k: v for k, v in recorded.get(part, {}).items() if k in val}  # only what was recomputed
         flat_old = {f"{a}:{b}": v for a, d in old.items() for b, v in (d.items() if isinstance(d, dict) else [("", d)])}
         flat_new = {f"{a}:{b}": v for a, d in val.items() for b, v in (d.items() if isinstance(d, dict) else [("", d)])}
+        if subset:
+            flat_old = {k: v for k, v in flat_old.items() if k in flat_new}
         for k in sorted(set(flat_old) | set(flat_new)):
             if flat_old.get(k) != flat_new.get(k):
                 out.append(f"{part} {k}: recorded {flat_old.get(k)!r}, now {flat_new.get(k)!r}")
