@@ -23,16 +23,14 @@ import jax.numpy as jnp
 from gymjax import engine
 from gymjax.physics import accounting, deployment, observation, queues, workload
 from gymjax.physics.numerics import NEVER
-from gymjax.physics.observation import OBS_SCALAR_FIELDS
 from gymjax.physics.reward import reward as interval_reward
-from gymjax.physics.workload import mirror_bursts
 from gymjax.spaces import KNOB_NAMES, Box, MultiDiscrete, knob_table
 from gymjax.types import EnvConfig, EnvParams, EnvState, Observation, Plan, ServeAction
 
 F32 = jnp.float32
 I32 = jnp.int32
 
-__all__ = ["OBS_SCALAR_FIELDS", "ServingEnv", "mirror_bursts"]
+__all__ = ["ServingEnv"]
 
 
 class ServingEnv:

@@ -2,7 +2,7 @@
 
 One source of truth: the action fields, their types, ranges, units and docs come from
 :func:`gymjax.spaces.knob_table` (``env.knobs``); the observation fields are the fields of
-:class:`gymjax.Observation` (scalars are ``gymjax.env.OBS_SCALAR_FIELDS``, the rest are per-tenant
+:class:`gymjax.Observation` (scalars are ``gymjax.physics.observation.OBS_SCALAR_FIELDS``, the rest are per-tenant
 vectors). Nothing here restates a range or a name.
 """
 
@@ -16,7 +16,7 @@ from openenv.core.env_server.types import Action, Observation, State
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 import gymjax
-from gymjax.env import OBS_SCALAR_FIELDS
+from gymjax.physics.observation import OBS_SCALAR_FIELDS
 from gymjax.spaces import Knob, knob_table
 from gymjax.types import MAX_SLOTS
 

@@ -139,7 +139,7 @@ def test_final_observation_is_the_pre_reset_observation(tiny_env, jit_step):
 
 
 def env_obs_index(env, name):
-    from gymjax.env import OBS_SCALAR_FIELDS
+    from gymjax.physics.observation import OBS_SCALAR_FIELDS
 
     return OBS_SCALAR_FIELDS.index(name)
 
