@@ -62,28 +62,26 @@ def paired_cell(entry: dict | None, digits: int = 3) -> str:
     return f"{d['mean']:+.{digits}f} ± {d['ci95']:.{digits}f}" if d else "—"
 
 
-def scores_table(board: dict[str, dict], title: str = "episode score (mean ± 95% CI)"):
-    """Tasks x policies: mean score ± 95 % CI."""
-    names = policy_names(board)
+def _policy_table(board: dict[str, dict], names: list[str], title: str, cell) -> Table:
+    """Tasks x ``names``: one row per task, ``cell(entry or None)`` per policy."""
     table = Table(title=title)
     table.add_column("task")
     for n in names:
         table.add_column(n, justify="right")
     for task, row in board.items():
-        table.add_row(task, *[score_cell(row.get(n)) for n in names])
+        table.add_row(task, *[cell(row.get(n)) for n in names])
     return table
+
+
+def scores_table(board: dict[str, dict], title: str = "episode score (mean ± 95% CI)"):
+    """Tasks x policies: mean score ± 95 % CI."""
+    return _policy_table(board, policy_names(board), title, score_cell)
 
 
 def paired_table(board: dict[str, dict], ref: str = REFERENCE):
     """Tasks x policies: the paired difference to ``ref`` (rows need :func:`add_paired` first)."""
     others = [n for n in policy_names(board) if n != ref]
-    table = Table(title=f"minus {ref} on the same seeds (mean ± paired 95% CI)")
-    table.add_column("task")
-    for n in others:
-        table.add_column(n, justify="right")
-    for task, row in board.items():
-        table.add_row(task, *[paired_cell(row.get(n)) for n in others])
-    return table
+    return _policy_table(board, others, f"minus {ref} on the same seeds (mean ± paired 95% CI)", paired_cell)
 
 
 def task_table(task: str, row: dict, ref: str = REFERENCE):
