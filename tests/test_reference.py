@@ -241,3 +241,18 @@ def test_bad_inputs_raise_clear_errors(static_env):
         run(static_env, reqs((0.0, 10, 10)), scheduler="fifo")
     res = run(static_env, reqs((0.0, 100, 100)), pool_blocks=4)  # 200 tokens never fit 64
     assert res.requests["status"][0] == ref.REJECTED
+
+
+def test_reference_command_serves_a_trace_csv(tmp_path, capsys):
+    from inferencegym.sim import reference as reference_cmd
+
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,300,5\n0.01,200,4\n0.5,100,3\n")
+    out = tmp_path / "out.csv"
+    assert reference_cmd([str(trace), "--gpu", "a100", "--batch-cap", "16", "--csv", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    assert "3 requests on llama-3-8b / 1xa100" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("arrival_s,first_token_s,finish_s") and len(lines) == 4
+    import json
+
+    assert json.loads((tmp_path / "s.json").read_text())["finished"] == 3
