@@ -363,6 +363,58 @@ def print_table(rows: list[dict]) -> None:
         console.print(t)
 
 
+BELOW_SATURATION = 0.85  # "below saturation": offered load at most this share of the reference's saturation throughput
+
+
+def worst_below_saturation(rows: list[dict]) -> list[dict]:
+    """Per (configuration, mode, leaps): the largest fast-vs-reference difference (signed, %) of each
+    metric over the loads below saturation (offered <= ``BELOW_SATURATION`` x the reference's
+    saturation throughput, its largest served rate over the sweep), and the saturation throughputs."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["config"], r["mode"], r["n_leaps"]), []).append(r)
+    out = []
+    for (conf, mode, n_leaps), rs in groups.items():
+        sat_ref = max(r["reference"]["served_rps"] for r in rs)
+        sat_fast = max(r["fast"]["served_rps"] for r in rs)
+        below = [r for r in rs if r["qps"] <= BELOW_SATURATION * sat_ref]
+        worst = {}
+        for k in METRICS:
+            d = [r["diff_pct"][k] for r in below if np.isfinite(r["diff_pct"][k])]
+            worst[k] = max(d, key=abs) if d else math.nan
+        out.append(
+            {
+                "config": conf,
+                "mode": mode,
+                "n_leaps": n_leaps,
+                "fast_level_is_mode": rs[0]["fast_level_is_mode"],
+                "loads_below": [r["qps"] for r in below],
+                "worst_pct": worst,
+                "saturation_rps_reference": sat_ref,
+                "saturation_rps_fast": sat_fast,
+                "saturation_diff_pct": _diff(sat_fast, sat_ref),
+            }
+        )
+    return out
+
+
+def markdown(summary: list[dict]) -> str:
+    """The summary as a Markdown table (docs/fidelity.md quotes it)."""
+    head = (
+        "| configuration | scheduler | fast engine | loads (req/s) | "
+        + " | ".join(k.removesuffix("_s").replace("_", " ").upper().replace(" P", " p") for k in METRICS)
+        + " | saturation req/s ref / fast |"
+    )
+    lines = [head, "|" + "---|" * (5 + len(METRICS))]
+    for s in summary:
+        fast = f"{s['n_leaps']} leaps" + ("" if s["fast_level_is_mode"] else f", {CHUNKED_LEVEL}")
+        loads = ", ".join(f"{q:g}" for q in s["loads_below"])
+        cells = " | ".join(f"{s['worst_pct'][k]:+.0f} %" if np.isfinite(s["worst_pct"][k]) else "—" for k in METRICS)
+        sat = f"{s['saturation_rps_reference']:.1f} / {s['saturation_rps_fast']:.1f} ({s['saturation_diff_pct']:+.0f} %)"
+        lines.append(f"| {s['config']} | {s['mode']} | {fast} | {loads} | {cells} | {sat} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -458,6 +510,10 @@ def main(argv: list[str] | None = None) -> None:
                             flush=True,
                         )
     print_table(rows)
+    summary = worst_below_saturation(rows)
+    table_md = markdown(summary)
+    print(f"\nLargest fast-vs-reference difference below saturation (offered <= {BELOW_SATURATION:g} x the reference's saturation):")
+    print(table_md)
     path = result_path("fidelity", args.tag)
     payload = {
         "benchmark": "fidelity",
@@ -476,6 +532,8 @@ def main(argv: list[str] | None = None) -> None:
         "fast_side": "per-request TTFT from state snapshots (exact), E2E/TPOT estimated from snapshots, ITL from interval histograms",
         "machine": machine_info(),
         "rows": rows,
+        "summary": summary,
+        "summary_markdown": table_md,
     }
     payload["load"] = monitor.report()
     write_result(path, payload)

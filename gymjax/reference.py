@@ -181,6 +181,23 @@ def requests_from_trace(trace: Trace, speedup: float = 1.0, origin_s: float | No
     return Requests.from_arrays((trace.arrival_s - origin) / speedup, trace.prompt_tokens, trace.output_tokens, trace.tenant)
 
 
+def as_requests(requests) -> Requests:
+    """:class:`Requests` from Requests, a :class:`~gymjax.traces.Trace` (:func:`requests_from_trace`),
+    or a sequence of ``(arrival_s, prompt_tokens, output_tokens[, tenant])`` rows."""
+    if isinstance(requests, Requests):
+        return requests
+    if isinstance(requests, Trace):
+        return requests_from_trace(requests)
+    if isinstance(requests, (str, bytes, dict)) or not hasattr(requests, "__iter__"):
+        raise TypeError(f"requests must be Requests, a Trace or (arrival_s, prompt, output[, tenant]) rows, got {type(requests).__name__}")
+    rows = [tuple(r) for r in requests]
+    if not rows:
+        return Requests.from_arrays([], [], [])
+    if any(len(r) not in (3, 4) or len(r) != len(rows[0]) for r in rows):
+        raise ValueError("request rows must all be (arrival_s, prompt_tokens, output_tokens) or all add a tenant")
+    return Requests.from_arrays(*zip(*rows, strict=True))
+
+
 # --------------------------------------------------------------------------------------------------
 # Engine configuration from the deployment plan
 # --------------------------------------------------------------------------------------------------
@@ -639,8 +656,9 @@ def simulate(
     record_iterations: bool = False,
     warmup_frac: float = 0.2,
 ) -> ReferenceResult:
-    """Serve ``requests`` under the fixed configuration ``action`` (with ``cfg.n_slots`` capping the
-    batch as in the fast engine) and return exact per-request times (:class:`ReferenceResult`).
+    """Serve ``requests`` (:func:`as_requests`: Requests, a Trace, or rows) under the fixed
+    configuration ``action`` (with ``cfg.n_slots`` capping the batch as in the fast engine) and
+    return exact per-request times (:class:`ReferenceResult`).
 
     ``scheduler``: "chunked" | "prefill_first" (default: what the ``prefill_decode_split`` level
     means, :func:`pd_mode_scheduler`). ``pool_blocks``: override the plan's KV pool (blocks, whole
@@ -650,8 +668,7 @@ def simulate(
     """
     if spec_sampling not in SPEC_SAMPLING:
         raise ValueError(f"spec_sampling must be one of {SPEC_SAMPLING}, got {spec_sampling!r}")
-    if not isinstance(requests, Requests):
-        raise TypeError(f"requests must be a gymjax.reference.Requests, got {type(requests).__name__}")
+    requests = as_requests(requests)
     n_tenants = int(np.asarray(params.priority).shape[0])
     if len(requests) and int(requests.tenant.max()) >= n_tenants:
         raise ValueError(f"request tenant {int(requests.tenant.max())} out of range: the params have {n_tenants} tenant(s)")

@@ -22,13 +22,13 @@ def static_env(make_env):
     return make_env("static", **{"n_slots": 16, "queue_cap": 32, "max_arrivals": 16, "horizon_steps": 8})
 
 
-def action(batch_cap=16, pd=2, k=0, priority=0):
+def action(batch_cap=16, pd=2, k=0, priority=0, tier=0):
     """vLLM's defaults: 90 % of HBM, BF16; ``pd`` 2 = colocated chunked prefill at 2048 tokens."""
     return ServeAction.create(
         batch_cap=np.int32(batch_cap),
         kv_budget_fraction=np.float32(0.9),
         speculation_depth=np.int32(k),
-        quantization_tier=np.int32(0),
+        quantization_tier=np.int32(tier),
         prefill_decode_split=np.int32(pd),
         priority_routing=np.int32(priority),
     )
@@ -70,9 +70,11 @@ def reqs(*rows):
     return ref.Requests.from_arrays(a, p, o)
 
 
-def test_one_request_alone_ttft_is_one_prefill_and_tpot_the_decode_steps(static_env):
-    rf = Roofline(static_env, action())
-    res = run(static_env, reqs((0.3, 512, 4)))
+@pytest.mark.parametrize("tier", [0, 1])  # BF16, FP8: the tier reaches the roofline through the plan
+def test_one_request_alone_ttft_is_one_prefill_and_tpot_the_decode_steps(static_env, tier):
+    act = action(tier=tier)
+    rf = Roofline(static_env, act)
+    res = run(static_env, [(0.3, 512, 4)], act)  # rows work as well as Requests
     t_prefill = rf.prefill((512, 0))
     decodes = [rf.decode(512), rf.decode(513), rf.decode(514)]
     r = res.requests
@@ -233,6 +235,8 @@ def test_replicas_share_the_load(make_env):
 def test_bad_inputs_raise_clear_errors(static_env):
     with pytest.raises(ValueError, match="sorted"):
         ref.Requests(np.array([1.0, 0.5]), np.array([1, 1]), np.array([1, 1]), np.array([0, 0], np.int32))
+    with pytest.raises(TypeError, match="rows"):
+        run(static_env, "trace.csv")
     with pytest.raises(ValueError, match="tenant"):
         run(static_env, ref.Requests.from_arrays([0.0], [10], [10], [3]))
     with pytest.raises(NotImplementedError, match="disaggregated"):
