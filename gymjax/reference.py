@@ -457,7 +457,7 @@ class _Replica:
             i += 1
         return batch, budget, preempted
 
-    def _admit(self, batch, budget: int, whole_prompts: bool, t: float) -> int:
+    def _admit(self, batch, budget: int, whole_prompts: bool) -> int:
         """Admit waiting requests (FCFS, or priority-first) while budget, batch cap and KV allow."""
         spec = self.spec
         while self.waiting and budget > 0 and len(self.running) < spec.max_num_seqs:
@@ -488,11 +488,11 @@ class _Replica:
         if spec.scheduler == "chunked":
             batch, budget, preempted = self._schedule_running(budget)
             if not preempted:
-                self._admit(batch, budget, whole_prompts=False, t=t)
+                self._admit(batch, budget, whole_prompts=False)
             return batch
         # prefill-first (V0 without chunked prefill): whole prompts in preference, else all decodes
         batch: list[tuple[_Req, int, bool]] = []
-        self._admit(batch, budget, whole_prompts=True, t=t)
+        self._admit(batch, budget, whole_prompts=True)
         if batch:
             return batch
         batch, _, _ = self._schedule_running(budget)
