@@ -260,3 +260,13 @@ def test_reference_command_serves_a_trace_csv(tmp_path, capsys):
     import json
 
     assert json.loads((tmp_path / "s.json").read_text())["finished"] == 3
+
+
+def test_priority_routing_admits_the_higher_priority_tenant_first(make_env):
+    env = make_env("adversarial", n_slots=16)  # tenants: agent (priority 3), code (2), chat (1)
+    w = ref.Requests.from_arrays([0.0, 0.001, 0.002], [64, 64, 64], [4, 4, 4], [2, 2, 0])
+    fcfs = run(env, w, action(batch_cap=1, priority=0))
+    prio = run(env, w, action(batch_cap=1, priority=1))
+    assert fcfs.requests["first_token_s"][1] < fcfs.requests["first_token_s"][2]
+    assert prio.requests["first_token_s"][2] < prio.requests["first_token_s"][1]
+    assert prio.requests["first_token_s"][2] > prio.requests["finish_s"][0]  # the batch cap of 1 held it until A finished
