@@ -123,14 +123,14 @@ measure 0.69-0.77 at 64-128 sequences."""
 ETA_ATTN_FLOPS = 0.50
 """Prefill-attention efficiency: fraction of the BF16 peak that causal FlashAttention-style kernels reach.
 Vidur's FlashInfer prefill profiles on A100 measure 0.35 (2k tokens), 0.46 (4k) and 0.52-0.54 (8k-13k)."""
-ETA_ELEMENTWISE = 0.48
+ETA_ELEMENTWISE = 0.50
 """Bandwidth efficiency of the non-GEMM per-token kernels (RMSNorm, RoPE, SwiGLU, residual adds): each
 layer streams about ``activation_bytes_per_token`` per token at this fraction of HBM bandwidth. Vidur
-measures 0.47 (A100, Llama-3-8B, 8k tokens) and 0.49 (H100, Llama-2-7B, 4k tokens)."""
+measures 0.50-0.52 (A100, Llama-3-8B, 1k-8k tokens) and 0.49-0.51 (H100, Llama-2-7B, 2k-4k tokens)."""
 GEMM_SMOOTHNESS = 2.0
 """p of the linear layers' smooth maximum ``(compute^p + streaming^p)^(1/p)``. A hard max (p -> inf) is
 flat up to the ridge; measured GEMM time already grows well before it (Vidur: +36 % at 128 tokens on A100,
-+15 % on H100). p = 2 fits both within 5 %."""
++15 % on H100). p = 2 fits both within 6 %."""
 T_FIXED_S = 0.5e-3
 """Fixed per-iteration overhead of a CUDA-graph engine outside the layers (sampling, scheduling)."""
 T_LAYER_S = 50e-6
