@@ -14,7 +14,7 @@ Each row is one public measurement, reduced to a per-iteration time with the der
   ours is the linear term (and the elementwise term).
 * ``iteration``: an end-to-end decode step or prefill (TTFT at concurrency 1) of a serving engine.
 * ``prefill-above-128``: Splitwise's vLLM prefill times minus the same configuration's 128-token prefill,
-  which removes that 2023 stack's large fixed per-request overhead (30-45 ms); ours likewise.
+  which removes that 2023 stack's fixed per-request overhead (tens of ms); ours likewise.
 """
 
 from __future__ import annotations
