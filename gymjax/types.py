@@ -171,11 +171,15 @@ class EnvParams:
     price_per_gpu_hour: jax.Array
     n_gpus: jax.Array
     tensor_parallel: jax.Array
-    # roofline calibration
+    # roofline calibration (gymjax.presets documents each; docs/fidelity.md the sources)
     eta_flops: jax.Array
     eta_bandwidth: jax.Array
     eta_attention: jax.Array
+    eta_attn_flops: jax.Array
+    eta_elementwise: jax.Array
+    gemm_smoothness: jax.Array  # p of the smooth max (c^p + m^p)^(1/p) of compute and streaming time
     t_fixed_s: jax.Array
+    t_layer_s: jax.Array
     allreduce_latency_s: jax.Array
     # engine
     cuda_context_bytes: jax.Array  # per GPU, outside the engine's budget
