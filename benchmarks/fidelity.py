@@ -12,9 +12,9 @@ action: vLLM's defaults (batch cap 128, 90 % of HBM, BF16, no speculation), with
 a 2048-token budget (``colocated-chunk-2048``) or, for ``prefill_first``, vLLM without chunked
 prefill (the fast engine has no such level yet: it runs its closest one, flagged in the table).
 
-Reference statistics are exact (per request). The fast engine's come from
-:func:`fast_engine_stats`, which uses what the engine exposes today (see its docstring for the
-error of each); it is the one function to switch to the engine's exact episode statistics.
+Both sides' statistics are exact per request: the reference's from its own records, the fast
+engine's from its opt-in request log (``EnvConfig.request_log``); ITL percentiles come from the
+fast engine's episode histogram (within ±1.8 %). ``served_rps`` counts finishes in the same window.
 
 Writes ``benchmarks/results/fidelity[_gpu].json`` and ``fidelity[_gpu].png`` and prints a table of
 fast-vs-reference differences (%).
@@ -23,7 +23,6 @@ fast-vs-reference differences (%).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import tempfile
@@ -46,6 +45,7 @@ CHUNKED_LEVEL = "colocated-chunk-2048"  # vLLM's default chunked-prefill budget
 BATCH_CAP = 128
 PROMPT_TOKENS, OUTPUT_TOKENS = 512, 256
 QUEUE_CAP = 2048  # the fast engine's per-tenant queue: large enough that no point drops at the door
+REQUEST_LOG_ROWS = 256  # the fast engine's request-log rows per interval (more finishes in one interval: an error)
 METRICS = ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "itl_p50_s", "itl_p99_s")
 
 
@@ -72,41 +72,17 @@ def write_csv(reqs, path: Path) -> None:
 
 
 def trace_env(csv: Path, conf: str, n_steps: int, max_arrivals: int, n_leaps: int):
-    """``(env, params)`` of the ``trace`` task replaying ``csv`` on configuration ``conf``, padded
-    with empty intervals to ``n_steps`` so that the tail drains.
-
-    WORKAROUND until trace replay drains by itself (issue 14, item 5): the task refuses a horizon
-    past the trace and would replay it from the start, so the binned trace is padded with empty
-    bins here and the horizon set one step past the run (no auto-reset inside it)."""
-    from gymjax import registry, tasks
+    """``(env, params)`` of the ``trace`` task replaying ``csv`` on configuration ``conf`` for
+    ``n_steps`` intervals (past the trace's end nothing arrives and the engine drains; the horizon is
+    one step longer, so no auto-reset falls inside the run), with the per-request log on."""
+    import gymjax
 
     model, gpu, n_gpus, tp, _ = CONFIGS[conf]
-    spec = registry.task_spec(
-        "trace",
-        path=str(csv),
-        model=model,
-        gpu=gpu,
-        n_gpus=n_gpus,
-        tensor_parallel=tp,
-        n_slots=BATCH_CAP,
-        max_arrivals=max_arrivals,
-        n_leaps=n_leaps,
-        queue_cap=QUEUE_CAP,
+    return gymjax.make(
+        "trace", path=str(csv), model=model, gpu=gpu, n_gpus=n_gpus, tensor_parallel=tp, n_slots=BATCH_CAP,
+        max_arrivals=max_arrivals, n_leaps=n_leaps, queue_cap=QUEUE_CAP, horizon_steps=n_steps + 1,
+        request_log=REQUEST_LOG_ROWS,
     )
-    tr = spec.trace
-    n_bins = tr["count"].shape[0]
-    if n_bins > n_steps:
-        raise ValueError(f"the trace spans {n_bins} intervals, more than the {n_steps} steps of the run")
-    pad = n_steps - n_bins
-    padded = {
-        "count": np.pad(tr["count"], ((0, pad), (0, 0))),
-        "offset_s": np.pad(tr["offset_s"], ((0, pad), (0, 0), (0, 0)), constant_values=spec.dt_s),
-        "prompt": np.pad(tr["prompt"], ((0, pad), (0, 0), (0, 0)), constant_values=1),
-        "output": np.pad(tr["output"], ((0, pad), (0, 0), (0, 0)), constant_values=1),
-    }
-    spec = dataclasses.replace(spec, trace=padded, horizon_steps=n_steps + 1)
-    env = tasks.env_from_spec(spec, name="trace")
-    return env, env.default_params
 
 
 _RUNNERS: dict[Any, Any] = {}
@@ -123,21 +99,7 @@ def _runner(env, n_steps: int):
 
         def run(params, action, rng):
             def record(s):
-                st = s.next_state
-                ss = st.step_stats
-                return {
-                    "t_now": st.t_now,
-                    "active": st.active,
-                    "t_arrival": st.t_arrival,
-                    "t_first": st.t_first,
-                    "generated": st.generated,
-                    "out_len": st.out_len,
-                    "hist_ttft": ss.hist_ttft,
-                    "hist_itl": ss.hist_itl,
-                    "hist_tpot": ss.hist_tpot,
-                    "finished": ss.finished.sum(),
-                    "output_tokens": ss.output_tokens,
-                }
+                return {"t_now": s.next_state.t_now, "requests": s.info["requests"]}
 
             carry, rec = rollout(env, params, lambda k, obs, st: action, rng, n_steps, record)
             return carry.episode, rec
@@ -146,116 +108,48 @@ def _runner(env, n_steps: int):
     return _RUNNERS[key]
 
 
-def hist_quantile_interp(hist: np.ndarray, q: float) -> float:
-    """The ``q`` (0..1) quantile of a summed latency histogram (:mod:`gymjax.physics.numerics`'
-    log-spaced bins), interpolated log-linearly inside its bin (the engine's own
-    ``hist_quantile`` returns the bin's centre: up to ±15 %)."""
-    from gymjax.physics.numerics import HIST_HI_S, HIST_LO_S
-
-    total = float(hist.sum())
-    if total <= 0:
-        return math.nan
-    n = hist.shape[0]
-    cdf = np.cumsum(hist)
-    target = q * total
-    i = int(np.searchsorted(cdf, target))
-    i = min(i, n - 1)
-    below = cdf[i - 1] if i > 0 else 0.0
-    frac = (target - below) / max(float(hist[i]), 1e-12)
-    lo, hi = math.log(HIST_LO_S), math.log(HIST_HI_S)
-    return math.exp(lo + (i + min(max(frac, 0.0), 1.0)) / n * (hi - lo))
-
-
-# ==================================================================================================
-# FAST-ENGINE SIDE. Today the engine exposes per-interval metrics, per-interval histograms and the
-# episode's counters, not per-request times. This function reconstructs what it can; switch it to the
-# engine's exact whole-episode statistics (issue 14, item 4) when they land.
-# ==================================================================================================
-
-
 def fast_engine_stats(env, params, action, n_steps: int, window: tuple[float, float]) -> dict[str, float]:
-    """Whole-run statistics of the fast engine over one replay (keys as
-    :func:`gymjax.reference.summarize`), from what it exposes today:
-
-    - TTFT (exact per request): each step's final state holds every running request's arrival and
-      first-token time; a request is recognised by its arrival time.
-    - E2E and TPOT (estimated per request): a request's finish lies in the interval after the last
-      state it is seen running in; it is extrapolated from its decode rate over its last two
-      intervals (the interval's midpoint when it ran in only one). Error: the rate's change inside
-      one interval (a few %).
-    - ITL: the summed per-interval ITL histograms (40 log bins over 1 ms-100 s), interpolated inside
-      the bin (error up to a few %; the engine's own quantile is the bin centre, ±15 %).
-    - ``served_rps``: finishes per second over ``window`` (whole intervals); throughput from the
-      episode's counters.
-    """
+    """Whole-run statistics of the fast engine over one replay (keys as :func:`gymjax.reference.summarize`):
+    TTFT, TPOT and E2E exact per request from the engine's request log (``EnvConfig.request_log``);
+    ITL from the episode's ITL histogram (:func:`gymjax.physics.accounting.episode_latency_percentiles`,
+    within ±1.8 %); ``served_rps``: finishes per second over ``window``."""
     import jax
 
+    from gymjax.physics.accounting import episode_latency_percentiles
+    from gymjax.types import REQUEST_LOG_COLUMNS
+
     t0 = time.perf_counter()
-    episode, rec = _runner(env, n_steps)(params, action, jax.random.PRNGKey(0))
-    rec = jax.tree.map(np.asarray, rec)
+    episode, rec = jax.device_get(_runner(env, n_steps)(params, action, jax.random.PRNGKey(0)))
     run_s = time.perf_counter() - t0
-    dt = float(params.dt_s)
-    t_end = rec["t_now"]  # [S] end of each interval
-    active, arr, first, gen, out = rec["active"], rec["t_arrival"], rec["t_first"], rec["generated"], rec["out_len"]
-    seen: dict[float, dict[str, Any]] = {}
-    S, _ = active.shape
-    for s in range(S):
-        for b in np.flatnonzero(active[s]):
-            key = float(arr[s, b])
-            r = seen.setdefault(key, {"first": -1.0, "steps": [], "gen": [], "out": int(out[s, b])})
-            if first[s, b] >= 0:
-                r["first"] = float(first[s, b])
-            r["steps"].append(s)
-            r["gen"].append(float(gen[s, b]))
-    ttft, e2e, tpot = [], [], []
-    for a, r in seen.items():
-        if r["first"] >= 0:
-            ttft.append(r["first"] - a)
-        last = r["steps"][-1]
-        if last == S - 1:
-            continue  # still running at the end of the run
-        g1 = r["gen"][-1]
-        t_fin = t_end[last] + 0.5 * dt
-        if len(r["steps"]) >= 2 and r["steps"][-2] == last - 1 and g1 > r["gen"][-2]:
-            rate = (g1 - r["gen"][-2]) / dt
-            t_fin = t_end[last] + min(max((r["out"] - g1) / rate, 0.0), dt)
-        e2e.append(t_fin - a)
-        if r["out"] > 1 and r["first"] >= 0:
-            tpot.append((t_fin - r["first"]) / (r["out"] - 1))
+    count = rec["requests"]["count"]
+    if count.max() > REQUEST_LOG_ROWS:
+        raise RuntimeError(f"{count.max()} requests finished in one interval; raise REQUEST_LOG_ROWS ({REQUEST_LOG_ROWS})")
+    rows = np.concatenate([rec["requests"]["rows"][t, : count[t]] for t in range(len(count))])
+    col = {name: rows[:, i] for i, name in enumerate(REQUEST_LOG_COLUMNS)}
+    ttft = col["first_token_s"] - col["arrival_s"]
+    e2e = col["finish_s"] - col["arrival_s"]
+    many = col["output_tokens"] > 1
+    tpot = (col["finish_s"] - col["first_token_s"])[many] / (col["output_tokens"][many] - 1)
     pct = lambda x, q: float(np.percentile(x, q)) if len(x) else math.nan  # noqa: E731
-    hist_itl = rec["hist_itl"].sum(0)
-    hist_ttft = rec["hist_ttft"].sum(0)
-    hist_tpot = rec["hist_tpot"].sum(0)
+    itl = jax.device_get(episode_latency_percentiles(episode, (0.5, 0.99)))
     w0, w1 = window
-    in_w = (t_end - dt >= w0 - 1e-6) & (t_end <= w1 + 1e-6)
-    n_w = max(int(in_w.sum()), 1)
-    out = {
+    return {
         "ttft_p50_s": pct(ttft, 50),
         "ttft_p99_s": pct(ttft, 99),
         "tpot_p50_s": pct(tpot, 50),
         "tpot_p99_s": pct(tpot, 99),
         "e2e_p50_s": pct(e2e, 50),
         "e2e_p99_s": pct(e2e, 99),
-        "itl_p50_s": hist_quantile_interp(hist_itl, 0.5),
-        "itl_p99_s": hist_quantile_interp(hist_itl, 0.99),
-        # the histograms' own quantiles (cross-checks of the per-request reconstructions above)
-        "ttft_p50_hist_s": hist_quantile_interp(hist_ttft, 0.5),
-        "ttft_p99_hist_s": hist_quantile_interp(hist_ttft, 0.99),
-        "tpot_p50_hist_s": hist_quantile_interp(hist_tpot, 0.5),
-        "tpot_p99_hist_s": hist_quantile_interp(hist_tpot, 0.99),
-        "served_rps": float(rec["finished"][in_w].sum() / (n_w * dt)),
+        "itl_p50_s": float(itl["itl_p50_s"]),
+        "itl_p99_s": float(itl["itl_p99_s"]),
+        "served_rps": float(((col["finish_s"] >= w0) & (col["finish_s"] < w1)).sum() / (w1 - w0)),
         "finished": float(np.asarray(episode.finished).sum()),
         "arrived": float(np.asarray(episode.arrived).sum()),
         "dropped": float(np.asarray(episode.dropped).sum()),
         "preemptions": float(np.asarray(episode.preemptions)),
         "output_tokens": float(np.asarray(episode.output_tokens)),
-        "requests_seen": float(len(seen)),
         "run_s": run_s,
     }
-    return out
-
-
-# ==================================================================================================
 
 
 def reference_stats(reqs, env, params, action, scheduler: str, window: tuple[float, float]) -> dict[str, float]:
