@@ -64,7 +64,6 @@ class PrefillRing(NamedTuple):
     first: jax.Array  # f32 s: first-token time, -1 before it
     remaining: jax.Array  # f32 tokens still to prefill (0 for an empty entry)
     backlog: jax.Array  # f32 tokens still to prefill, all entries
-    cached_head: jax.Array  # f32 tokens the head request has prefilled (its chunk attends over them)
 
 
 class Schedule(NamedTuple):
@@ -76,6 +75,18 @@ class Schedule(NamedTuple):
     t_iter_mixed: jax.Array  # s: a colocated iteration carrying decode and a prefill chunk
     prefill_rate_tps: jax.Array  # prefill tokens/s of the leap (0 when not serving)
     s_per_prefill_token: jax.Array  # 1 / prefill_rate_tps; INF when prefill cannot progress
+    prefill_iter_s: jax.Array  # s: one iteration that carries prefill (mixed, or the prefill pool's)
+    prefill_tokens_per_iter: jax.Array  # prompt tokens one such iteration prefills
+
+
+class PrefillTimeline(NamedTuple):
+    """When each ring entry [P] is prefilled in this leap, in seconds from the leap's start (INF: not
+    in this leap's schedule)."""
+
+    release: jax.Array  # may start: its arrival, moved to the next iteration boundary if the engine is busy
+    begin: jax.Array  # starts (fluid FCFS: after the entries before it, not before its release)
+    end: jax.Array  # its last prompt token is processed (fluid)
+    first_token: jax.Array  # its first token: the end of the iteration that completes its prefill
 
 
 class PrefillOutcome(NamedTuple):
@@ -127,7 +138,7 @@ def prefill_ring(cfg: EnvConfig, st: EnvState) -> PrefillRing:
     remaining = jnp.where(valid, target - prefilled, 0.0)
     return PrefillRing(
         valid=valid, slot=slot, target=target, prefilled=prefilled, arrival=st.t_arrival[slot], first=st.t_first[slot],
-        remaining=remaining, backlog=remaining.sum(), cached_head=jnp.where(valid[0], prefilled[0], 0.0),
+        remaining=remaining, backlog=remaining.sum(),
     )
 
 
@@ -155,35 +166,90 @@ def schedule(params: EnvParams, plan: Plan, st: EnvState, ring: PrefillRing, ser
     replicas = params.n_gpus / params.tensor_parallel
     # colocated: decode first, prefill takes what is left of the chunk budget (vLLM chunked prefill)
     verif_tokens = n_decoding * (spec_k + 1.0)
-    prefill_tokens_per_iter = jnp.minimum(jnp.maximum(plan.chunk - verif_tokens / replicas, 0.0) * replicas, ring.backlog)
+    # an iteration prefills the prompts waiting when it starts, up to the token budget: those that
+    # arrived by the leap's start, and at least the largest one in the ring (arrivals later in the
+    # leap come one at a time at moderate load)
+    arrived = ring.valid & (ring.arrival <= t_start)
+    ready_tokens = jnp.maximum(jnp.where(arrived, ring.remaining, 0.0).sum(), jnp.max(ring.remaining))
+    prefill_tokens_per_iter = jnp.minimum(jnp.maximum(plan.chunk - verif_tokens / replicas, 0.0) * replicas, ready_tokens)
+    attn_mixed, cached_mixed = ring_chunk_attention(params, ring, prefill_tokens_per_iter)
     t_iter_mixed = iter_time(
         params, plan, verif_tokens + prefill_tokens_per_iter,
-        decode_attn_flops(params, spec_k + 1.0, ctx_tokens) + prefill_attn_flops(params, prefill_tokens_per_iter, ring.cached_head),
-        (ctx_tokens + ring.cached_head) * kv_bytes_per_token, 1.0,
+        decode_attn_flops(params, spec_k + 1.0, ctx_tokens) + attn_mixed,
+        (ctx_tokens + cached_mixed) * kv_bytes_per_token, 1.0,
     ) + t_draft
     # disaggregated: the prefill pool runs chunks back to back
     prefill_replicas = jnp.maximum(params.n_gpus * plan.prefill_share / params.tensor_parallel, 1.0)
-    prefill_tokens_per_chunk = jnp.minimum(plan.chunk * prefill_replicas, ring.backlog)
+    prefill_tokens_per_chunk = jnp.minimum(plan.chunk * prefill_replicas, ready_tokens)
+    attn_chunk, cached_chunk = ring_chunk_attention(params, ring, prefill_tokens_per_chunk)
     t_iter_prefill = iter_time(
-        params, plan, jnp.maximum(prefill_tokens_per_chunk, 1.0), prefill_attn_flops(params, prefill_tokens_per_chunk, ring.cached_head),
-        ring.cached_head * kv_bytes_per_token, jnp.maximum(plan.prefill_share, MIN_PREFILL_SHARE),
+        params, plan, jnp.maximum(prefill_tokens_per_chunk, 1.0), attn_chunk,
+        cached_chunk * kv_bytes_per_token, jnp.maximum(plan.prefill_share, MIN_PREFILL_SHARE),
     )
-    prefill_rate_tps = jnp.where(plan.disagg, prefill_tokens_per_chunk / t_iter_prefill, prefill_tokens_per_iter / t_iter_mixed)
-    prefill_rate_tps = jnp.where(serving, prefill_rate_tps, 0.0)
+    prefill_iter_s = jnp.where(plan.disagg, t_iter_prefill, t_iter_mixed)
+    prefill_tokens = jnp.where(plan.disagg, prefill_tokens_per_chunk, prefill_tokens_per_iter)
+    prefill_rate_tps = jnp.where(serving, prefill_tokens / prefill_iter_s, 0.0)
     s_per_prefill_token = jnp.where(prefill_rate_tps > 0, 1.0 / jnp.maximum(prefill_rate_tps, MIN_RATE), INF)
-    return Schedule(decoding, tokens_per_verif, t_iter_decode, t_iter_mixed, prefill_rate_tps, s_per_prefill_token)
+    return Schedule(decoding, tokens_per_verif, t_iter_decode, t_iter_mixed, prefill_rate_tps, s_per_prefill_token,
+                    prefill_iter_s, prefill_tokens)
 
 
-def leap_length(cfg: EnvConfig, plan: Plan, st: EnvState, ring: PrefillRing, sched: Schedule, win: queues.QueueWindow,
-                t_end, leaps_left, engine_up) -> jax.Array:
+def ring_chunk_attention(params: EnvParams, ring: PrefillRing, tokens) -> tuple[jax.Array, jax.Array]:
+    """Attention FLOPs of one iteration that prefills the ring's first ``tokens`` tokens, FCFS, each
+    request's share n_i over its own k_i cached tokens (sum of 4·L·d·n_i·(k_i + n_i/2)), and the
+    cached tokens those requests read."""
+    before = cumsum(ring.remaining) - ring.remaining
+    n = jnp.clip(tokens - before, 0.0, ring.remaining)
+    in_chunk = n > 0
+    return prefill_attn_flops(params, n, ring.prefilled).sum(), jnp.where(in_chunk, ring.prefilled, 0.0).sum()
+
+
+def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTimeline:
+    """FCFS prefill of the ring at the schedule's rate, each entry released at its arrival.
+
+    An arrival while decode iterations run waits for the iteration in flight (its release moves to
+    the next decode-iteration boundary; the iteration in flight when the leap starts is taken as half
+    done). Fluid FCFS with releases is a
+    max-plus recursion, ``end_i = max(end_{i-1}, release_i) + r_i / rate``, solved in closed form:
+    ``end_i = release_j + (S_i - S_{j-1}) / rate`` with ``j`` the start of ``i``'s busy period (the
+    ``j <= i`` maximising ``release_j - S_{j-1} / rate``; ``S`` the cumulative remaining tokens).
+    Iterations carrying prefill run back to back from ``release_j``, so the first token comes at the
+    end of the iteration whose cumulative tokens cover ``S_i``: ``release_j + ceil((S_i - S_{j-1})
+    / tokens_per_iteration) * iteration_s``."""
+    P = ring.valid.shape[0]
+    can = ring.valid & (sched.prefill_rate_tps > 0)
+    spt = jnp.where(can, sched.s_per_prefill_token, 0.0)  # finite where used
+    # while decode iterations run, a new prompt joins at the next iteration boundary; the iteration in
+    # flight at the leap's start is taken as half done (boundaries at grid/2, 3·grid/2, ...)
+    grid = jnp.maximum(sched.t_iter_decode, MIN_RATE)
+    since_start = ring.arrival - t_start
+    next_boundary = jnp.maximum(jnp.ceil((since_start + 0.5 * grid) / grid), 1.0) * grid - 0.5 * grid
+    fresh = ring.prefilled <= 0.0  # not started (a started prefill continues at once)
+    release = jnp.where(sched.decoding.any() & fresh, next_boundary, jnp.maximum(since_start, 0.0))
+    total = cumsum(ring.remaining)
+    before = total - ring.remaining
+    lower = jnp.arange(P)[None, :] <= jnp.arange(P)[:, None]  # [i, j]: j <= i
+    score = jnp.where(lower, (release - before * spt)[None, :], -INF)
+    j = argmax_first(score)  # [P] busy-period start of each entry
+    since = total - before[j]  # tokens from the busy period's start to the end of entry i
+    end = release[j] + since * spt
+    begin = end - ring.remaining * spt
+    per_iter = jnp.maximum(sched.prefill_tokens_per_iter, MIN_RATE)
+    n_iter = jnp.maximum(jnp.ceil(since / per_iter - DONE_TOLERANCE_TOKENS), 1.0)
+    first_token = release[j] + n_iter * sched.prefill_iter_s
+    never = lambda x: jnp.where(can, x, INF)  # noqa: E731
+    return PrefillTimeline(never(release), never(begin), never(end), never(first_token))
+
+
+def leap_length(cfg: EnvConfig, plan: Plan, st: EnvState, sched: Schedule, timeline: PrefillTimeline,
+                win: queues.QueueWindow, t_end, leaps_left, engine_up) -> jax.Array:
     """Seconds this leap lasts: until the next event (first finish, head prefill done, an arrival
     that could be admitted), at least the fair share of the interval left, and the rest of the
     interval for the last leap or an engine that cannot serve; a reloading engine waits until it is up."""
     t_start = st.t_now
     time_left = jnp.maximum(t_end - t_start, 0.0)
-    rate = sched.prefill_rate_tps
     to_finish = jnp.min(jnp.where(sched.decoding, (st.out_len - st.generated) / sched.tokens_per_verif, INF)) * sched.t_iter_decode
-    to_prefill = jnp.where(ring.valid[0] & (rate > 0), ring.remaining[0] / jnp.maximum(rate, MIN_RATE), INF)
+    to_prefill = jnp.min(timeline.first_token)
     has_room = (st.active.sum() < plan.batch_cap) & (st.pr_count < cfg.prefill_ring)
     to_arrival = jnp.where(has_room, jnp.min(jnp.where(win.in_queue & (win.arrival > t_start), win.arrival - t_start, INF)), INF)
     to_event = jnp.minimum(jnp.minimum(to_finish, to_prefill), to_arrival)
@@ -196,22 +262,22 @@ def leap_length(cfg: EnvConfig, plan: Plan, st: EnvState, ring: PrefillRing, sch
 
 
 def prefill_progress(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, ring: PrefillRing, sched: Schedule,
-                     serving, leap_s) -> tuple[EnvState, PrefillOutcome]:
-    """Prefill the ring FCFS for ``leap_s`` seconds at the schedule's rate. A completed prefill emits
-    the first token (TTFT histogram), leaves the ring and may decode from its completion time (plus
-    the KV transfer when disaggregated). Colocated, the mixed iterations last until the backlog is
-    drained (or the leap ends)."""
+                     timeline: PrefillTimeline, serving, leap_s) -> tuple[EnvState, PrefillOutcome]:
+    """Prefill the ring for ``leap_s`` seconds along ``timeline``. A prefill whose first-token
+    iteration ends in the leap emits the first token (TTFT histogram), leaves the ring and may decode
+    from then (plus the KV transfer when disaggregated); one still in its last iteration keeps a
+    token to prefill, so it completes in the next leap's first iteration. Colocated, iterations carry
+    prefill while tokens are processed."""
     B, P, H = cfg.n_slots, cfg.prefill_ring, cfg.n_hist
     t_start = st.t_now
     rate = sched.prefill_rate_tps
-    t_drain = jnp.where(ring.backlog > 0, ring.backlog * sched.s_per_prefill_token, 0.0)  # inf when prefill cannot progress
-    t_mixed = jnp.where(plan.disagg, 0.0, jnp.minimum(t_drain, leap_s))  # colocated iterations with prefill
-    processed = jnp.where(plan.disagg, jnp.minimum(rate * leap_s, ring.backlog), rate * t_mixed)
-    cum_remaining = cumsum(ring.remaining)
-    done = ring.valid & (cum_remaining <= processed + DONE_TOLERANCE_TOKENS) & serving
-    gain = jnp.where(ring.valid & serving, jnp.clip(processed - (cum_remaining - ring.remaining), 0.0, ring.remaining), 0.0)
+    done = ring.valid & serving & (timeline.first_token <= leap_s)
+    elapsed = jnp.clip(leap_s - timeline.begin, 0.0, leap_s)  # 0 where not scheduled (begin = INF)
+    gain = jnp.where(ring.valid & serving, jnp.clip(elapsed * rate, 0.0, ring.remaining), 0.0)
+    gain = jnp.where(done, ring.remaining, jnp.minimum(gain, jnp.maximum(ring.remaining - 1.0, 0.0)))
+    t_mixed = jnp.where(plan.disagg, 0.0, gain.sum() * jnp.where(rate > 0, sched.s_per_prefill_token, 0.0))
     kv_transfer_s = jnp.where(plan.disagg, ring.target * plan.kv_bytes_per_token / params.kv_transfer_bytes_per_s, 0.0)
-    t_done = t_start + cum_remaining * jnp.where(rate > 0, sched.s_per_prefill_token, 0.0) + kv_transfer_s
+    t_done = t_start + jnp.where(done, timeline.first_token, 0.0) + kv_transfer_s
     first_time = done & (ring.first < 0)
     upd = jnp.where(ring.valid, ring.slot, B)
     n_done = done.sum().astype(I32)
@@ -276,7 +342,11 @@ def finish_accounting(cfg: EnvConfig, params: EnvParams, st: EnvState, sched: Sc
     decoded_total = dec.decoded.sum()
     output_tokens = decoded_total + prefill.n_first_tokens
     mean_tokens_per_verif = jnp.where(dec.decoding_now, sched.tokens_per_verif, 0.0).sum() / dec.n_decoding_now
-    itl_weight_mixed = decoded_total * jnp.where(leap_s > 0, prefill.t_mixed / jnp.maximum(leap_s, MIN_RATE), 0.0)
+    # every iteration emits the same tokens per decoding sequence: the mixed iterations' share of the
+    # tokens is their share of the iterations (not of the time: they are the longer ones)
+    n_mixed = prefill.t_mixed / sched.t_iter_mixed
+    n_decode_only = jnp.maximum(leap_s - prefill.t_mixed, 0.0) / sched.t_iter_decode
+    itl_weight_mixed = decoded_total * n_mixed / jnp.maximum(n_mixed + n_decode_only, MIN_RATE)
     ss = st.step_stats
     hist_itl = (
         ss.hist_itl.at[hist_bin(sched.t_iter_mixed / jnp.maximum(mean_tokens_per_verif, 1.0), H)].add(itl_weight_mixed)
@@ -321,12 +391,16 @@ def leap(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, t_end, lea
     engine_up = st.t_now >= st.down_until
     serving = plan.serving_ok & engine_up
     st, preempted = preempt(cfg, params, plan, st, serving)
+    # the leap lasts at least its fair share of the interval left: requests arriving before then are
+    # admitted now and released at their arrival (prefill_timeline)
+    admit_until = st.t_now + jnp.maximum(t_end - st.t_now, 0.0) / leaps_left
     win = queues.window(cfg, st)
-    st = queues.admit(cfg, params, plan, st, serving & ~preempted, win)
+    st = queues.admit(cfg, params, plan, st, serving & ~preempted, win, admit_until)
     ring = prefill_ring(cfg, st)
     sched = schedule(params, plan, st, ring, serving)
-    leap_s = leap_length(cfg, plan, st, ring, sched, win, t_end, leaps_left, engine_up)
-    st, prefill = prefill_progress(cfg, params, plan, st, ring, sched, serving, leap_s)
+    timeline = prefill_timeline(ring, sched, st.t_now)
+    leap_s = leap_length(cfg, plan, st, sched, timeline, win, t_end, leaps_left, engine_up)
+    st, prefill = prefill_progress(cfg, params, plan, st, ring, sched, timeline, serving, leap_s)
     dec = decode_progress(plan, st, sched, prefill, serving, leap_s)
     return finish_accounting(cfg, params, st, sched, prefill, dec, leap_s)
 

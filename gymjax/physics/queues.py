@@ -143,17 +143,19 @@ def window(cfg: EnvConfig, st: EnvState) -> QueueWindow:
     return QueueWindow(in_queue, jnp.take_along_axis(st.q_arrival, position, 1), position)
 
 
-def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, win: QueueWindow) -> EnvState:
+def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, win: QueueWindow,
+          admit_until=None) -> EnvState:
     """Admit the longest FCFS (or priority) prefix of waiting requests that fits slots and KV.
 
-    Candidates are the window's entries that have arrived by ``st.t_now``, ranked (ineligible last,
+    Candidates are the window's entries that arrive by ``admit_until`` (default ``st.t_now``; the
+    engine passes the end of the leap's guaranteed length, and the prefill waits for the arrival), ranked (ineligible last,
     priority first when ``plan.priority_mode``, then arrival time, tenant, window position). The
     admitted prefix is limited by free slots, ``plan.batch_cap``, the prefill ring's room and the free
     KV blocks (each reserves its prompt + tokens generated before + 1). Admitted requests take the
     free slots in order, join the prefill ring, and leave their queues' heads.
     """
     T, W, Q, B, P = cfg.n_tenants, cfg.window, cfg.queue_cap, cfg.n_slots, cfg.prefill_ring
-    t0 = st.t_now
+    t0 = st.t_now if admit_until is None else admit_until
     in_q, c_arrival, pos = win
     eligible = in_q & (c_arrival <= t0)
     c_prompt = jnp.take_along_axis(st.q_prompt, pos, 1)
