@@ -54,6 +54,8 @@ def task_spec(name: str, **overrides) -> TaskSpec:
     if unknown:
         fields = sorted(spec_fields - {"config"})
         raise ValueError(f"unknown override(s) {sorted(unknown)}; task fields: {fields}; sizes: {sorted(cfg_fields)}")
+    if spec.trace is not None and "dt_s" in spec_over and spec_over["dt_s"] != spec.dt_s:
+        raise tasks.InvalidTaskField("dt_s", f"{spec.dt_s:g} (the trace is binned at it)", spec_over["dt_s"])
     if cfg_over:
         spec_over["config"] = dataclasses.replace(spec.config, **cfg_over)
     return dataclasses.replace(spec, **spec_over)
@@ -63,11 +65,16 @@ def make(name: str, **overrides) -> tuple[ServingEnv, EnvParams]:
     """Build a registered task: ``env, params = gymjax.make("static", n_slots=128)``.
 
     Overrides may name :class:`TaskSpec` fields (``model``, ``gpu``, ``n_gpus``, ``horizon_steps``,
-    ...) or :class:`EnvConfig` sizes (``n_slots``, ``n_leaps``, ...).
+    ...) or :class:`EnvConfig` sizes (``n_slots``, ``n_leaps``, ...). Each is checked
+    (:func:`gymjax.tasks.validate_spec`: integer where integer, bools refused, physical ranges,
+    ``tensor_parallel`` dividing ``n_gpus``); a bad one raises :class:`gymjax.tasks.InvalidTaskField`
+    (a ``ValueError`` naming the field and its allowed range).
     """
     spec = task_spec(name, **overrides)
-    if spec.config.n_tenants != len(spec.tenants):
+    fix_tenants = "n_tenants" not in overrides and isinstance(spec.tenants, tuple) and spec.tenants  # an explicit one is checked
+    if fix_tenants and spec.config.n_tenants != len(spec.tenants):
         spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, n_tenants=len(spec.tenants)))
+    tasks.validate_spec(spec)  # every field's type and range: a bad override is refused before anything is built
     if spec.model not in presets.MODELS:
         raise ValueError(f"unknown model {spec.model!r}; valid: {sorted(presets.MODELS)}")
     if spec.gpu not in presets.GPUS:
