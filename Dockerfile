@@ -25,4 +25,5 @@ EXPOSE 8000
 # first compilation of every task happens in the background at startup; /health answers at once
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"8000\")}/health', timeout=4)"
-CMD ["sh", "-c", "exec python -m uvicorn server.app:app --host 0.0.0.0 --port ${PORT}"]
+# server.app's main(): uvicorn with the WebSocket transport limit (ws_max_size) the docs promise; reads $PORT
+CMD ["python", "-m", "server.app"]

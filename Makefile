@@ -27,7 +27,7 @@ bench: $(STAMP)
 	timeout 3000 $(PY) -m benchmarks.run_all
 
 serve: $(STAMP)
-	$(PY) -m uvicorn server.app:app --host 0.0.0.0 --port 8000
+	$(PY) -m server.app --host 0.0.0.0 --port 8000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gymjax ppo inferencegym server benchmarks tests

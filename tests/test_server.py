@@ -358,14 +358,19 @@ def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
     import yaml
 
     docker = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
     port = yaml.safe_load((ROOT / "openenv.yaml").read_text())["port"]
-    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', makefile).group(1)
     assert f"EXPOSE {port}" in docker and f"PORT={port}" in docker
     assert "HEALTHCHECK" in docker and "/health" in docker.split("HEALTHCHECK", 1)[1]
     # the image installs as CI does (the Makefile's extras, minus the dev tools)
     extras = [e for e in make_install.split(",") if e != "dev"]
     assert f'python -m pip install -e ".[{",".join(extras)}]"' in docker
-    assert "server.app:app" in docker
+    # every documented start command is server.app's main(), which gives uvicorn the WebSocket limit
+    # (the server these tests run is started the same way: server.launch)
+    assert docker.rsplit("\nCMD ", 1)[1].strip() == '["python", "-m", "server.app"]'
+    serve = makefile.split("\nserve:", 1)[1].split("\n\n", 1)[0]
+    assert "-m server.app" in serve and "uvicorn" not in serve
 
 
 def test_websocket_step_with_a_bad_action_answers_a_validation_error_and_keeps_the_session(url):
@@ -392,3 +397,192 @@ def test_websocket_step_with_a_bad_action_answers_a_validation_error_and_keeps_t
     assert wrong_type["data"]["code"] == "VALIDATION_ERROR" and wrong_type["data"]["errors"][0]["loc"] == ["speculation_depth"]
     assert good["type"] == "observation" and good["data"]["observation"]["step"] == 1
     assert good["data"]["observation"]["action_in_force"] == pytest.approx(action(0), rel=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# reliability: cut-off requests, failed resets, NaN / non-object / binary input, echo size
+# ------------------------------------------------------------------------------------------------
+
+
+def active_sessions(http) -> int:
+    return http.get("/sessions").json()["active"]
+
+
+def send_cut_off(url: str, path: str, body: bytes, missing: int = 20) -> None:
+    """POST ``body`` declaring ``missing`` more bytes than it sends, then hang up."""
+    import socket
+
+    host, port = url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body) + missing}\r\n\r\n"
+        s.sendall(head.encode() + body)
+
+
+def test_cut_off_requests_run_nothing(http, url):
+    sid = open_session(http, task="static", seed=2)
+    before = active_sessions(http)
+    for _ in range(MAX_SESSIONS + 2):  # more than the cap: had any run, the cap would now refuse
+        send_cut_off(url, "/reset", b"{}")
+    step = json.dumps({"session_id": sid, "action": action(0)}).encode()
+    for _ in range(3):
+        send_cut_off(url, "/step", step)
+    time.sleep(0.5)
+    assert active_sessions(http) == before
+    assert http.get("/state", params={"session_id": sid}).json()["step_count"] == 0  # no cut-off step ran
+    r = http.post("/step", content=step, headers={"content-type": "application/json"})  # the same bytes, complete
+    assert r.status_code == 200 and r.json()["observation"]["step"] == 1
+    http.post("/close", json={"session_id": sid})
+
+
+BAD_OVERRIDES = [  # (overrides, the field the 422 names)
+    ({"dt_s": 0}, "dt_s"),
+    ({"dt_s": -1}, "dt_s"),
+    ({"max_wait_s": -5}, "max_wait_s"),
+    ({"n_gpus": -1}, "n_gpus"),
+    ({"n_gpus": 0.5}, "n_gpus"),
+    ({"n_gpus": 1e38}, "n_gpus"),
+    ({"n_gpus": "8"}, "n_gpus"),
+    ({"tensor_parallel": 0.5}, "tensor_parallel"),
+    ({"tensor_parallel": 3}, "tensor_parallel"),
+    ({"horizon_steps": True}, "horizon_steps"),
+    ({"horizon_steps": 0}, "horizon_steps"),
+    ({"gpu": "no-such-gpu"}, "overrides"),
+    ({"n_slots": 8}, "overrides"),
+    ({"horizon_steps": [1]}, "horizon_steps"),
+]
+
+
+def test_a_refused_reset_leaves_no_session_and_names_field_and_range(http):
+    before = active_sessions(http)
+    for overrides, field in BAD_OVERRIDES:
+        r = http.post("/reset", json={"task": "static", "overrides": overrides})
+        assert r.status_code == 422, (overrides, r.text)
+        detail = r.json()["detail"]
+        assert field in detail["field"], (overrides, detail)
+        if field in ("dt_s", "n_gpus", "max_wait_s", "tensor_parallel"):
+            assert re.search(r"[\[(][-\d.e+]+, [-\d.e+]+\]", detail["message"]), detail  # the allowed range
+    for raw in (b'{"overrides": {"dt_s": NaN}}', b'{"overrides": {"dt_s": Infinity}}', b'{"seed": -Infinity}'):
+        r = http.post("/reset", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "NaN" in r.json()["detail"]
+    assert active_sessions(http) == before
+
+
+BODY_ROUTES = ("/reset", "/step", "/close", "/grader", "/baseline")
+
+
+def test_nan_infinity_and_non_objects_get_422_with_a_short_echo(http):
+    sid = open_session(http, task="static")
+    bodies = [b"NaN", b"[1, NaN]", b'{"x": Infinity}', b"[]", b"1", b'"s"', b"true", b"{bad", b"\xff\xfe"]
+    bodies.append(json.dumps({"session_id": sid, "action": {**action(0), "batch_cap": "9" * 60_000}}).encode())
+    bodies.append(json.dumps({"task": "t" * 60_000}).encode())
+    bodies.append(json.dumps({"session_id": "s" * 60_000}).encode())
+    for path in BODY_ROUTES:
+        for raw in bodies:
+            r = http.post(path, content=raw, headers={"content-type": "application/json"})
+            assert r.status_code in (404, 413, 422), (path, raw[:40], r.status_code, r.text[:300])
+            assert len(r.content) < 4000, (path, raw[:40], len(r.content))  # an excerpt, never the input
+    assert http.get("/state", params={"session_id": sid}).json()["step_count"] == 0
+    http.post("/close", json={"session_id": sid})
+
+
+def test_websocket_bad_frames_get_errors_and_the_session_goes_on(http, url):
+    import websockets
+
+    before = active_sessions(http)
+    big = json.dumps({"type": "step", "data": {**action(0), "pad": "x" * 70_000}})  # over the 64 KiB cap, under 4x
+
+    async def play():
+        async with websockets.connect(url.replace("http", "ws", 1) + "/ws", open_timeout=30, max_size=2**22) as ws:
+
+            async def send(frame) -> dict:
+                await ws.send(frame)
+                return json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+
+            first = await send(json.dumps({"type": "reset", "data": {"task": "static", "seed": 4}}))
+            ok1 = await send(json.dumps({"type": "step", "data": action(0)}))
+            replies = []
+            for frame in (
+                "[]",
+                "1",
+                "null",
+                '"step"',
+                b"\x00\x01binary",
+                "{bad",
+                '{"type": "step", "data": {"batch_cap": NaN}}',
+                json.dumps({"type": "step", "data": []}),
+                json.dumps({"type": "step"}),
+                json.dumps({"type": 7}),
+                json.dumps({"type": "reset", "data": {"task": {"a": 1}}}),
+                json.dumps({"type": "reset", "data": {"seed": 1.5}}),
+                json.dumps({"type": "reset", "data": {"overrides": {"dt_s": 0}}}),
+                json.dumps({"type": "wat"}),
+                big,
+            ):
+                replies.append(await send(frame))
+            ok2 = await send(json.dumps({"type": "step", "data": action(1)}))
+            state = await send(json.dumps({"type": "state"}))
+            during = active_sessions(http)
+            return first, ok1, replies, ok2, state, during
+
+    first, ok1, replies, ok2, state, during = asyncio.run(asyncio.wait_for(play(), timeout=240))
+    assert first["type"] == ok1["type"] == "observation"
+    for r in replies:
+        assert r["type"] == "error" and r["data"]["code"] in ("INVALID_JSON", "VALIDATION_ERROR", "UNKNOWN_TYPE", "EXECUTION_ERROR"), r
+        assert len(json.dumps(r)) < 4000
+    assert replies[-1]["data"]["code"] == "INVALID_JSON" and "65536" in replies[-1]["data"]["message"]
+    assert "dt_s" in json.dumps(replies[12])  # a refused reset names the field
+    assert ok2["type"] == "observation" and ok2["data"]["observation"]["step"] == 2  # the episode went on, untouched
+    assert state["data"]["step_count"] == 2 and state["data"]["seed"] == 4
+    assert during == before + 1
+    time.sleep(0.3)
+    assert active_sessions(http) == before  # closed with the connection
+
+
+def test_websocket_frames_over_the_transport_limit_close_the_connection_and_free_the_session(http, url):
+    import websockets
+
+    before = active_sessions(http)
+
+    async def play():
+        async with websockets.connect(url.replace("http", "ws", 1) + "/ws", open_timeout=30, max_size=2**24) as ws:
+            await ws.send(json.dumps({"type": "state"}))
+            await asyncio.wait_for(ws.recv(), timeout=30)
+            await ws.send("x" * (4 * 65536 + 1))  # the uvicorn ws_max_size server.app's main() sets
+            try:
+                await asyncio.wait_for(ws.recv(), timeout=30)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+            return "answered"
+
+    assert asyncio.run(play()) == 1009
+    time.sleep(0.3)
+    assert active_sessions(http) == before
+
+
+def test_reset_preparation_runs_off_the_event_loop(monkeypatch):
+    """A reset's preparation (compiling a task, building it for new overrides: tens of ms to seconds)
+    runs in a worker thread, over HTTP and WebSocket, so it never stalls another session's step."""
+    from starlette.testclient import TestClient
+
+    import server.runtime as runtime
+    from server.app import create_app
+
+    seen = []
+
+    def prepare(self, task=None, seed=None, overrides=None):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        raise runtime.SessionError(422, "stop here", field="task")
+
+    monkeypatch.setattr(runtime.Episode, "prepare", prepare)
+    app = create_app(tasks=("static",), task_overrides=TEST_SIZES, prewarm=False)
+    with TestClient(app) as client:
+        r = client.post("/reset", json={"task": "static", "overrides": {"horizon_steps": 7}})
+        assert r.status_code == 422 and client.get("/sessions").json()["active"] == 0
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text(json.dumps({"type": "reset", "data": {"task": "static"}}))
+            assert ws.receive_json()["data"]["message"] == "stop here"
+    assert seen == ["worker thread", "worker thread"]
