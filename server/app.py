@@ -65,6 +65,8 @@ from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")
 
+BASELINE_MAX_STEPS = 4000  # n_seeds x horizon_steps of one /baseline request (16 seeds of a 250-step task)
+
 SEED_CONTRACT = (
     "key = jax.random.PRNGKey(seed); reset_key, step_key = jax.random.split(key); "
     "obs, state = env.reset(reset_key, params); step i (0-based) uses jax.random.fold_in(step_key, i)"
@@ -268,6 +270,8 @@ def create_app(
     app.state.server = srv
     app.state.registry = reg
     baseline_gate = asyncio.Semaphore(1)
+    baseline_queue = _int_env("INFERENCEGYM_BASELINE_QUEUE", 4)
+    baseline_load = {"queued": 0}
 
     # ---------------------------------------------------------------------------------------------
     @app.exception_handler(SessionError)
@@ -394,12 +398,35 @@ def create_app(
             raise SessionError(
                 422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
             )
-        loop = asyncio.get_running_loop()
-        rt = await loop.run_in_executor(None, reg.get, body.task, False)
-        params, _ = await loop.run_in_executor(None, rt.params_for, body.overrides)
-        async with baseline_gate:  # one evaluation at a time: it is a whole jitted rollout
-            scores = await loop.run_in_executor(None, _run_baseline, rt, params, body.policy, body.seed, body.n_seeds)
-        return {"task": rt.name, "policy": body.policy, "seed": body.seed, "scores": scores, "mean": sum(scores) / len(scores)}
+        if baseline_load["queued"] >= baseline_queue:  # running + waiting: beyond it, come back later
+            raise SessionError(
+                429, f"{baseline_load['queued']} baseline runs queued (limit {baseline_queue}); retry later", limit=baseline_queue
+            )
+        baseline_load["queued"] += 1
+        try:
+            loop = asyncio.get_running_loop()
+            rt = await loop.run_in_executor(None, reg.get, body.task, False)
+            params, _ = await loop.run_in_executor(None, rt.params_for, body.overrides)
+            steps = int(params.horizon_steps) * body.n_seeds
+            if steps > BASELINE_MAX_STEPS:
+                raise SessionError(
+                    422,
+                    f"n_seeds x horizon_steps = {body.n_seeds} x {int(params.horizon_steps)} = {steps} steps; at most {BASELINE_MAX_STEPS}",
+                    field="n_seeds",
+                    max_steps=BASELINE_MAX_STEPS,
+                )
+            async with baseline_gate:  # one evaluation at a time: it is a whole jitted rollout
+                scores, cached = await loop.run_in_executor(None, rt.run_baseline, body.policy, body.overrides, body.seed, body.n_seeds)
+        finally:
+            baseline_load["queued"] -= 1
+        return {
+            "task": rt.name,
+            "policy": body.policy,
+            "seed": body.seed,
+            "scores": scores,
+            "mean": sum(scores) / len(scores),
+            "evaluator_cached": cached,
+        }
 
     # openenv-core's routes (/mcp, /health, /metadata, ...) after ours; its stateless /reset, /step,
     # /state, its /schema and its /ws are dropped in favour of the ones here.
@@ -449,17 +476,6 @@ def _route_key(r) -> tuple[str, str, frozenset]:
 
 def _obs(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in ("reward", "done")}
-
-
-def _run_baseline(rt, params, policy_name: str, seed: int, n_seeds: int) -> list[float]:
-    import jax
-
-    try:
-        policy = gymjax.baselines.POLICIES[policy_name](rt.env, params)
-    except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
-        raise SessionError(422, f"policy {policy_name!r} is not available on task {rt.name!r}: {e}", field="policy") from e
-    result = gymjax.evaluate(rt.env, params, policy, jax.random.PRNGKey(seed), n_seeds)
-    return [float(s) for s in jax.device_get(result["scores"])]
 
 
 app = create_app()

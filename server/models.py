@@ -242,7 +242,17 @@ class GraderResponse(BaseModel):
     session_id: str
     task: str
     seed: int
-    score: float = Field(description="gymjax.grade of the session's finished episode, in [0, 1]")
+    score: float = Field(
+        description="gymjax.grade of the session's finished episode against the task's own horizon (shorter episodes score as "
+        "incomplete), in [0, 1]"
+    )
+    official: bool = Field(
+        description="the task as published: no overrides, a seed the server drew (none named by the client), the full horizon"
+    )
+    official_score: float | None = Field(description="score when official, else null: the only score a leaderboard may take")
+    unofficial_reasons: list[str] = Field(description="why the episode is not official (empty when it is)")
+    complete: bool = Field(description="the episode ran the task's full horizon")
+    task_horizon_steps: int = Field(description="the task's own horizon, the denominator of the score's completion factor")
     steps: int
     reward_sum: float
     episode: dict[str, Any] = Field(description="the episode's cumulative counters (gymjax.EpisodeStats)")
@@ -251,11 +261,13 @@ class GraderResponse(BaseModel):
 class BaselineBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: str | None = Field(default=None, description="a name from GET /tasks (default: the first)")
-    policy: str = Field(default="heuristic", description="a name from gymjax.baselines.POLICIES")
+    task: str | None = Field(default=None, max_length=100, description="a name from GET /tasks (default: the first)")
+    policy: str = Field(default="heuristic", max_length=100, description="a name from gymjax.baselines.POLICIES")
     seed: _Seed = 0
-    n_seeds: int = Field(default=1, ge=1, le=16, strict=True, description="episodes, evaluated by gymjax.evaluate with key PRNGKey(seed)")
-    overrides: dict[str, int | float | str] = Field(default_factory=dict)
+    n_seeds: int = Field(
+        default=1, ge=1, le=16, strict=True, description="episodes (keys split(PRNGKey(seed), n_seeds)); n_seeds x horizon <= 4000 steps"
+    )
+    overrides: dict[str, Any] = Field(default_factory=dict, max_length=16, description="params-only overrides, as for /reset")
 
 
 class BaselineResponse(BaseModel):
@@ -264,3 +276,4 @@ class BaselineResponse(BaseModel):
     seed: int
     scores: list[float]
     mean: float
+    evaluator_cached: bool = Field(description="the compiled evaluator of an earlier identical request was reused (no retrace)")

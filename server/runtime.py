@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gymjax
+from gymjax.evaluation import make_evaluator
 from gymjax.spaces import KNOB_NAMES
 from gymjax.tasks import InvalidTaskField
 from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS, action_model
@@ -51,6 +52,7 @@ I32 = jnp.int32
 # Task overrides a client may pass to reset: they change params only, so they never recompile.
 CLIENT_OVERRIDES = ("horizon_steps", "model", "gpu", "n_gpus", "tensor_parallel", "dt_s", "max_wait_s")
 MAX_HORIZON_STEPS = 100_000
+EVALUATOR_CACHE = 16  # compiled baseline evaluators kept per task
 COUNTER_NAMES = ("arrived", "finished", "running", "waiting", "dropped")
 
 
@@ -167,6 +169,7 @@ class TaskRuntime:
         self.spec = self.env.spec
         env = self.env
         self._params_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._evaluators: OrderedDict[tuple, Any] = OrderedDict()
         self._action_cache: dict[tuple, gymjax.ServeAction] = {}
         self._action_lock = threading.Lock()  # not self._lock: compile() parses an action while holding that
         self._lock = threading.Lock()
@@ -185,6 +188,8 @@ class TaskRuntime:
         }
         self.layout = self._layout(env.obs_dim, state_shape.episode)
 
+        task_horizon = self.params.horizon_steps
+
         def reset(seed, packed_params):
             params = pp.unpack(packed_params)
             reset_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -199,7 +204,8 @@ class TaskRuntime:
             )
             counters = jnp.stack([info["counters"][c].astype(F32) for c in COUNTER_NAMES])
             ep = info["episode"]
-            score = gymjax.grade(params, ep)
+            # graded against the task's own horizon: an episode shorter than it scores as incomplete
+            score = gymjax.grade(params.replace(horizon_steps=task_horizon), ep)
             extra = [reward, truncated, counters, score] + [getattr(ep, f) for f in self.episode_fields]
             return sp.pack(state), _pack(obs, info["metrics"], extra)
 
@@ -278,6 +284,33 @@ class TaskRuntime:
             while len(self._params_cache) > 64:
                 self._params_cache.popitem(last=False)
         return entry
+
+    def run_baseline(self, policy_name: str, overrides: dict[str, Any], seed: int, n_seeds: int) -> tuple[list[float], bool]:
+        """Scores of baseline ``policy_name`` on ``n_seeds`` episodes (keys ``split(PRNGKey(seed),
+        n_seeds)``, as ``gymjax.evaluate``), and whether its compiled evaluator was reused.
+
+        The evaluator (``gymjax.evaluation.make_evaluator``: the one the evaluation code uses) is
+        cached per (policy, overrides, n_seeds), at most :data:`EVALUATOR_CACHE` of them, so a repeated
+        request is one run of a compiled program, not a retrace. Bounded by the caller (seeds x steps)."""
+        params, _ = self.params_for(overrides)
+        key = (policy_name, tuple(sorted(overrides.items())), n_seeds)
+        with self._lock:
+            fn = self._evaluators.get(key)
+            if fn is not None:
+                self._evaluators.move_to_end(key)
+        cached = fn is not None
+        if fn is None:
+            try:  # a policy closes over the params it was built for (e.g. the GPU's FP8 support)
+                policy = gymjax.baselines.POLICIES[policy_name](self.env, params)
+            except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
+                raise SessionError(422, f"policy {policy_name!r} is not available on task {self.name!r}: {e}", field="policy") from e
+            fn = make_evaluator(self.env, [policy], int(params.horizon_steps))
+            with self._lock:
+                self._evaluators[key] = fn
+                while len(self._evaluators) > EVALUATOR_CACHE:
+                    self._evaluators.popitem(last=False)
+        out = jax.device_get(fn(params, jax.random.split(jax.random.PRNGKey(seed), n_seeds)))
+        return [float(x) for x in np.asarray(out["score"][0])], cached
 
     def describe(self) -> dict[str, Any]:
         """The catalogue entry of this task (``GET /tasks``)."""
@@ -391,6 +424,7 @@ class Prepared:
     seed: int
     seed_from_server: bool  # the server drew the seed (the client named none)
     overrides: dict[str, Any]
+    as_published: bool  # the params are the task's own (no overrides, or overrides that change nothing)
 
 
 class Episode:
@@ -408,6 +442,7 @@ class Episode:
         self.task: str | None = None
         self.seed: int | None = None
         self.seed_from_server = False
+        self.as_published = False
         self.overrides: dict[str, Any] = {}
         self.episode_id: str | None = None
         self.step_count = 0
@@ -431,7 +466,8 @@ class Episode:
         rt = self.registry.get(task)
         params, packed_params = rt.params_for(overrides)
         drawn = seed is None
-        return Prepared(rt, params, packed_params, self.registry.draw_seed() if drawn else seed, drawn, overrides)
+        published = params is rt.params or _same_tree(params, rt.params)
+        return Prepared(rt, params, packed_params, self.registry.draw_seed() if drawn else seed, drawn, overrides, published)
 
     def start(self, prep: Prepared, episode_id: str | None = None) -> dict[str, Any]:
         """Start the episode ``prep`` describes (one jitted reset); returns the observation payload."""
@@ -442,6 +478,7 @@ class Episode:
         host = np.asarray(packed).tolist()
         self.rt, self.params, self.packed_params, self.state, self.step_key = rt, prep.params, prep.packed_params, state, step_key
         self.task, self.seed, self.seed_from_server, self.overrides = rt.name, prep.seed, prep.seed_from_server, dict(prep.overrides)
+        self.as_published = prep.as_published
         self.episode_id = episode_id
         self.step_count, self.done, self.reward_sum, self.score, self.final_episode = 0, False, 0.0, None, None
         self.horizon = int(prep.params.horizon_steps)
@@ -523,7 +560,13 @@ class Episode:
         }
 
     def grade(self) -> dict[str, Any]:
-        """The grader's verdict on this session's own finished episode."""
+        """The grader's verdict on this session's own finished episode.
+
+        ``score`` is ``gymjax.grade`` of the episode against the task's own horizon (an episode
+        shorter than it scores as incomplete: F = steps / the task's horizon). It is ``official``
+        only for the task as published: no overrides that change its params, a seed the server drew
+        (the client named none) and the task's full horizon; otherwise ``official_score`` is null and
+        ``unofficial_reasons`` says why."""
         if self.rt is None:
             raise SessionError(409, "no episode: reset and step to the horizon first")
         if not self.done:
@@ -533,11 +576,32 @@ class Episode:
             is_int, is_scalar = self.rt.episode_kinds[f]
             v = [int(x) for x in v] if is_int else v
             episode[f] = v[0] if is_scalar else v
+        task_horizon = int(self.rt.params.horizon_steps)
+        reasons = []
+        if not self.as_published:
+            reasons.append(f"overrides {sorted(self.overrides)}: not the task as published")
+        if not self.seed_from_server:
+            reasons.append("the client chose the seed (official episodes use a seed the server draws)")
+        complete = self.step_count >= task_horizon
+        if not complete:
+            reasons.append(f"incomplete: {self.step_count} of the task's {task_horizon} steps")
+        official = not reasons
         return {
             "task": self.task,
             "seed": self.seed,
             "score": self.score,
+            "official": official,
+            "official_score": self.score if official else None,
+            "unofficial_reasons": reasons,
+            "complete": complete,
+            "task_horizon_steps": task_horizon,
             "steps": self.step_count,
             "reward_sum": self.reward_sum,
             "episode": episode,
         }
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Whether two params pytrees hold the same values (host comparison, leaf by leaf)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))

@@ -345,13 +345,81 @@ def test_env_client_episodes_over_websocket_match_the_in_process_env(url):
 
 
 @pytest.mark.slow
-def test_baseline_endpoint_scores_a_named_policy(http):
+def test_baseline_endpoint_scores_a_named_policy_bounded_cached_and_queued(http, url):
     r = http.post("/baseline", json={"task": "static", "policy": "no-such-policy"})
     assert r.status_code == 422 and "vllm-default" in r.json()["detail"]["valid"]
-    r = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0}, timeout=280)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert len(body["scores"]) == 1 and 0.0 <= body["mean"] <= 1.0
+    for body in ({"n_seeds": 17}, {"n_seeds": 2, "overrides": {"horizon_steps": 100_000}}, {"overrides": {"horizon_steps": 4001}}):
+        r = http.post("/baseline", json={"task": "static", "policy": "vllm-default", **body})
+        assert r.status_code == 422, (body, r.text)  # bounded: seeds, and seeds x horizon
+    first = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0, "n_seeds": 2}, timeout=280)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert len(body["scores"]) == 2 and 0.0 <= body["mean"] <= 1.0
+    again = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0, "n_seeds": 2}, timeout=280).json()
+    assert again["evaluator_cached"] is True and again["scores"] == body["scores"]  # the compiled evaluator, reused
+    other_seed = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 1, "n_seeds": 2}, timeout=280).json()
+    assert other_seed["evaluator_cached"] is True  # the seed is an argument, not a reason to retrace
+
+    async def burst():  # more concurrent runs than the queue holds (4): the rest get 429 at once
+        async with httpx.AsyncClient(base_url=url, timeout=280) as c:
+            reqs = [c.post("/baseline", json={"task": "static", "policy": "heuristic", "seed": i, "n_seeds": 1}) for i in range(8)]
+            return await asyncio.gather(*reqs)
+
+    codes = sorted(r.status_code for r in asyncio.run(burst()))
+    assert codes.count(429) >= 1 and set(codes) <= {200, 429} and codes.count(200) >= 1, codes
+    live = open_session(http, task="static")  # the sessions were never affected
+    assert http.post("/step", json={"session_id": live, "action": action(0)}).status_code == 200
+    http.post("/close", json={"session_id": live})
+
+
+# ------------------------------------------------------------------------------------------------
+# the grade cannot be gamed: only the task as published, on a server-drawn seed, over its full
+# horizon, gets an official score
+# ------------------------------------------------------------------------------------------------
+
+
+def play(http, **reset) -> dict:
+    sid = open_session(http, task="static", **reset)
+    done, i = False, 0
+    while not done:
+        r = http.post("/step", json={"session_id": sid, "action": action(i)})
+        assert r.status_code == 200, r.text
+        done, i = r.json()["done"], i + 1
+    g = http.post("/grader", json={"session_id": sid})
+    assert g.status_code == 200, g.text
+    http.post("/close", json={"session_id": sid})
+    return g.json()
+
+
+def test_the_official_score_is_only_for_the_task_as_published(http):
+    horizon = TEST_SIZES["horizon_steps"]
+    official = [play(http) for _ in range(2)]  # no seed, no overrides: the server draws the seeds
+    for g in official:
+        assert g["official"] is True and g["official_score"] == g["score"] and g["unofficial_reasons"] == []
+        assert g["complete"] is True and g["steps"] == g["task_horizon_steps"] == horizon
+    assert official[0]["seed"] != official[1]["seed"]  # the server's own stream
+    same_as_published = play(http, overrides={"n_gpus": 1, "dt_s": 1.0})  # overrides that change nothing
+    assert same_as_published["official"] is True
+
+    # route 1: overrides that change the task (more GPUs) are graded, never official
+    more_gpus = play(http, overrides={"n_gpus": 8})
+    assert more_gpus["official"] is False and more_gpus["official_score"] is None
+    assert any("overrides" in r for r in more_gpus["unofficial_reasons"]) and 0.0 <= more_gpus["score"] <= 1.0
+
+    # route 2: a short horizon scores as incomplete (F = steps / the task's horizon), never official
+    short = play(http, overrides={"horizon_steps": 3})
+    assert short["official"] is False and short["official_score"] is None and short["complete"] is False
+    assert short["steps"] == 3 and short["score"] <= 3 / horizon + 1e-6
+    assert any("incomplete" in r for r in short["unofficial_reasons"])
+
+    # route 3: a client-chosen seed (here the best of several) is never official
+    chosen = [play(http, seed=s) for s in range(4)]
+    best = max(chosen, key=lambda g: g["score"])
+    assert all(g["official"] is False and g["official_score"] is None for g in chosen)
+    assert any("seed" in r for r in best["unofficial_reasons"])
+    # the same episode as an official one, replayed by naming its seed, is graded the same but not official
+    replay = play(http, seed=official[0]["seed"])
+    assert replay["score"] == official[0]["score"] and replay["official"] is False
 
 
 def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
