@@ -147,8 +147,9 @@ class GymHTTPServer(HTTPEnvServer):
 
 class RequestGuard:
     """ASGI middleware in front of every HTTP route: a request runs only once its whole body has
-    arrived, within ``max_bytes`` (413 beyond, declared or streamed), and as JSON without ``NaN`` or
-    ``Infinity`` (422: Python's ``json``, which FastAPI uses, would accept them). A client that
+    arrived, within ``max_bytes`` (413 beyond, declared or streamed), as UTF-8 and as JSON without
+    ``NaN`` or ``Infinity`` and not nested past the parser's depth (422: Python's ``json``, which
+    FastAPI uses, accepts the constants and answers 400 to the nesting). A client that
     disconnects before its body is complete gets nothing run: no half-sent ``/step`` advances an
     episode, no half-sent ``/reset`` opens a session."""
 
@@ -182,8 +183,9 @@ class RequestGuard:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
                 return await _reply(send, 422, "the body is not UTF-8 text; send a JSON object")
-            if _has_json_constant(text):
-                return await _reply(send, 422, "NaN and Infinity are not JSON numbers; send finite numbers only")
+            refusal = _json_refusal(text)
+            if refusal is not None:
+                return await _reply(send, 422, refusal)
         replayed = False
 
         async def replay():
@@ -204,18 +206,19 @@ def _raise_constant(_name: str):
     raise _Constant
 
 
-def _has_json_constant(body: str) -> bool:
-    """Whether ``body`` is JSON that holds ``NaN``, ``Infinity`` or ``-Infinity`` (bodies that are not
-    JSON at all are left to the route, which answers 422)."""
-    if "NaN" not in body and "Infinity" not in body:
-        return False
+def _json_refusal(body: str) -> str | None:
+    """Why a JSON body is refused before any route sees it: it holds ``NaN``, ``Infinity`` or
+    ``-Infinity``, or it nests too deeply to parse. ``None`` otherwise (text that is not JSON at all
+    is left to the route, which answers 422, or JSON-RPC's parse error on ``/mcp``)."""
     try:
         json.loads(body, parse_constant=_raise_constant)
     except _Constant:
-        return True
-    except (ValueError, RecursionError):
-        return False
-    return False
+        return "NaN and Infinity are not JSON numbers; send finite numbers only"
+    except RecursionError:
+        return "the JSON body nests too deeply"
+    except ValueError:
+        return None
+    return None
 
 
 async def _reply(send, status: int, message: str) -> None:

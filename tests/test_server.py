@@ -654,3 +654,139 @@ def test_reset_preparation_runs_off_the_event_loop(monkeypatch):
             ws.send_text(json.dumps({"type": "reset", "data": {"task": "static"}}))
             assert ws.receive_json()["data"]["message"] == "stop here"
     assert seen == ["worker thread", "worker thread"]
+
+
+# ------------------------------------------------------------------------------------------------
+# fuzzing, bounded (the long run is `make fuzz`: benchmarks/fuzz.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_schema_fuzz_and_websocket_fuzz_find_no_server_error_and_leak_nothing(http, url):
+    """A bounded schemathesis run over every HTTP operation (schema-valid and schema-violating
+    cases; /baseline only schema-violating, its valid cases compile evaluators) and a bounded random
+    WebSocket protocol run: no 5xx, no WebSocket session ended by the server, no session left open."""
+    from benchmarks.fuzz import fuzz_schema, fuzz_ws
+
+    before = active_sessions(http)
+    out = fuzz_schema(url, 70, skip_valid=("/baseline",))
+    assert out["server_errors"] == [] and out["transport_errors"] == [], out
+    assert out["cases"] >= 60 and len(out["per_operation"]) >= 10
+    ws = asyncio.run(asyncio.wait_for(fuzz_ws(url, 100, list(TASKS), seed=1, n_conn=2), timeout=240))
+    assert ws["destroyed_sessions"] == [] and ws["frames"] >= 100, ws
+    assert any(k.startswith("step:observation") for k in ws["replies"]) and any(k.startswith("bad:") for k in ws["replies"])
+    time.sleep(0.3)
+    assert active_sessions(http) <= before
+
+
+def test_stateful_sessions_behave_like_their_model(url):
+    """Hypothesis drives random sequences of resets (with and without seeds and horizon overrides,
+    valid and refused), steps (valid and bad actions), state, grader and close against the live
+    server and checks every reply against a model of the sessions: step counts, 404 after close, 409
+    after the horizon, official grades only for published episodes, no 5xx, nothing left open."""
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+    horizon = TEST_SIZES["horizon_steps"]
+    knob = {k.name: k for k in knob_table(TEST_SIZES["n_slots"])}
+
+    def knob_value(k):
+        return st.integers(int(k.low), int(k.high)) if k.kind == "int" else st.floats(k.low, k.high)
+
+    valid_actions = st.fixed_dictionaries({n: knob_value(k) for n, k in knob.items()})
+    bad_actions = st.one_of(
+        valid_actions.map(lambda a: {**a, "batch_cap": TEST_SIZES["n_slots"] + 1}),
+        valid_actions.map(lambda a: {**a, "speculation_depth": "2"}),
+        valid_actions.map(lambda a: {k: v for k, v in a.items() if k != "priority_routing"}),
+    )
+
+    class Sessions(RuleBasedStateMachine):
+        ids = Bundle("ids")
+
+        def __init__(self):
+            super().__init__()
+            self.c = httpx.Client(base_url=url, timeout=60)
+            self.base = self.c.get("/sessions").json()["active"]
+            self.model: dict[str, dict] = {}  # open sessions: steps, horizon, official-eligible
+            self.closed: set[str] = set()
+
+        @rule(target=ids, task=st.sampled_from(TASKS), seed=st.none() | st.integers(0, 2**31 - 1), h=st.none() | st.integers(1, 4))
+        def reset(self, task, seed, h):
+            body = {"task": task, **({"seed": seed} if seed is not None else {}), **({"overrides": {"horizon_steps": h}} if h else {})}
+            r = self.c.post("/reset", json=body)
+            assert r.status_code == 200, r.text
+            sid = r.json()["session_id"]
+            self.model[sid] = {"steps": 0, "horizon": h or horizon, "published": seed is None and h in (None, horizon)}
+            return sid
+
+        @rule(
+            overrides=st.dictionaries(
+                st.sampled_from(["n_gpus", "dt_s", "tensor_parallel", "max_wait_s", "bogus"]),
+                st.one_of(st.integers(-3, 3), st.floats(-2, 2), st.booleans(), st.text(max_size=3)),
+                min_size=1,
+            )
+        )
+        def reset_with_odd_overrides(self, overrides):
+            r = self.c.post("/reset", json={"task": "static", "overrides": overrides})
+            assert r.status_code in (200, 422), r.text
+            if r.status_code == 200:  # valid ones (e.g. n_gpus 2) open a session like any other
+                self.model[r.json()["session_id"]] = {"steps": 0, "horizon": horizon, "published": False}
+
+        @rule(sid=ids, a=valid_actions)
+        def step(self, sid, a):
+            r = self.c.post("/step", json={"session_id": sid, "action": a})
+            m = self.model.get(sid)
+            if m is None:
+                assert r.status_code == 404
+            elif m["steps"] >= m["horizon"]:
+                assert r.status_code == 409
+            else:
+                assert r.status_code == 200, r.text
+                m["steps"] += 1
+                assert r.json()["observation"]["step"] == m["steps"] and r.json()["done"] == (m["steps"] == m["horizon"])
+
+        @rule(sid=ids, a=bad_actions)
+        def bad_step(self, sid, a):
+            r = self.c.post("/step", json={"session_id": sid, "action": a})
+            assert r.status_code == (404 if sid not in self.model else 422), r.text
+
+        @rule(sid=ids)
+        def grade(self, sid):
+            r = self.c.post("/grader", json={"session_id": sid})
+            m = self.model.get(sid)
+            if m is None:
+                assert r.status_code == 404
+            elif m["steps"] < m["horizon"]:
+                assert r.status_code == 409
+            else:
+                g = r.json()
+                assert r.status_code == 200 and g["official"] is m["published"] and (g["official_score"] is None) is not m["published"]
+                assert g["complete"] is (m["steps"] >= horizon)
+
+        @rule(sid=ids)
+        def close(self, sid):
+            r = self.c.post("/close", json={"session_id": sid})
+            assert r.status_code == (200 if sid in self.model else 404)
+            self.model.pop(sid, None)
+            self.closed.add(sid)
+
+        @invariant()
+        def every_session_is_where_the_model_says(self):
+            for sid, m in self.model.items():
+                st_ = self.c.get("/state", params={"session_id": sid})
+                assert st_.status_code == 200 and st_.json()["step_count"] == m["steps"]
+            for sid in list(self.closed)[-3:]:
+                assert self.c.get("/state", params={"session_id": sid}).status_code == 404
+
+        def teardown(self):
+            for sid in list(self.model):
+                self.c.post("/close", json={"session_id": sid})
+            assert self.c.get("/sessions").json()["active"] <= self.base
+            self.c.close()
+
+    run_state_machine_as_test(
+        Sessions,
+        settings=settings(
+            max_examples=6, stateful_step_count=14, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        ),
+    )
