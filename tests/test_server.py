@@ -431,9 +431,10 @@ def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
     make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', makefile).group(1)
     assert f"EXPOSE {port}" in docker and f"PORT={port}" in docker
     assert "HEALTHCHECK" in docker and "/health" in docker.split("HEALTHCHECK", 1)[1]
-    # the image installs as CI does (the Makefile's extras, minus the dev tools)
+    # the image installs the extras CI installs (the Makefile's, minus the dev tools), at uv.lock's versions
     extras = [e for e in make_install.split(",") if e != "dev"]
-    assert f'python -m pip install -e ".[{",".join(extras)}]"' in docker
+    export = re.search(r"uv export --frozen --no-dev ((?:--extra \w+ )+)", docker)
+    assert export and export.group(1).split() == [w for e in extras for w in ("--extra", e)]
     # every documented start command is server.app's main(), which gives uvicorn the WebSocket limit
     # (the server these tests run is started the same way: server.launch)
     assert docker.rsplit("\nCMD ", 1)[1].strip() == '["python", "-m", "server.app"]'
