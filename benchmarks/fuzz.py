@@ -71,6 +71,7 @@ def fuzz_schema(url: str, n_cases: int, seed: int = 0, skip_valid: tuple[str, ..
     skips ``/baseline``'s, whose every new policy x seed count compiles an evaluator)."""
     import schemathesis
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
     from hypothesis.errors import Unsatisfiable
     from schemathesis import GenerationMode
 
@@ -87,36 +88,43 @@ def fuzz_schema(url: str, n_cases: int, seed: int = 0, skip_valid: tuple[str, ..
     with_input = [(op, mode) for op, mode in plan if op.method.lower() == "post" or op.path == "/state"]
     per = max(1, math.ceil(n_cases / max(len(with_input), 1)))
     with httpx.Client(base_url=url, timeout=120) as closer:
-        for op, mode in plan:
-            budget = min(per, 25) if op.path == "/baseline" and mode is GenerationMode.POSITIVE else per
+        # rounds with fresh Hypothesis seeds until n_cases were sent (a round stops early on an
+        # operation whose distinct inputs run out)
+        for round_ in range(8):
+            if sum(statuses.values()) >= n_cases:
+                break
+            for op, mode in plan:
+                budget = min(per, 25) if op.path == "/baseline" and mode is GenerationMode.POSITIVE else per
+                if round_ and op.path == "/baseline" and mode is GenerationMode.POSITIVE:
+                    continue  # its valid cases compile evaluators: one round of them
 
-            @settings(
-                max_examples=budget,
-                deadline=None,
-                database=None,
-                phases=[Phase.generate],
-                suppress_health_check=list(HealthCheck),
-                derandomize=True,
-            )
-            @given(case=op.as_strategy(generation_mode=mode))
-            def run(case):
+                @hseed(seed * 1000 + round_)
+                @settings(
+                    max_examples=budget,
+                    deadline=None,
+                    database=None,
+                    phases=[Phase.generate],
+                    suppress_health_check=list(HealthCheck),
+                )
+                @given(case=op.as_strategy(generation_mode=mode))
+                def run(case):
+                    try:
+                        resp = case.call(base_url=url, timeout=120)
+                    except Exception as e:  # noqa: BLE001 - a transport error is a finding, not a crash of the fuzzer
+                        errors.append({"op": f"{op.method.upper()} {op.path}", "error": f"{type(e).__name__}: {str(e)[:200]}"})
+                        return
+                    statuses[resp.status_code] += 1
+                    per_op[f"{op.method.upper()} {op.path}"] += 1
+                    if resp.status_code >= 500:
+                        name = f"{op.method.upper()} {op.path}"
+                        server_errors.append({"op": name, "status": resp.status_code, "case": case.as_curl_command()[:500]})
+                    close_if_opened(closer, op.path, resp.status_code, _json(resp))
+
                 try:
-                    resp = case.call(base_url=url, timeout=120)
-                except Exception as e:  # noqa: BLE001 - a transport error is a finding, not a crash of the fuzzer
-                    errors.append({"op": f"{op.method.upper()} {op.path}", "error": f"{type(e).__name__}: {str(e)[:200]}"})
-                    return
-                statuses[resp.status_code] += 1
-                per_op[f"{op.method.upper()} {op.path}"] += 1
-                if resp.status_code >= 500:
-                    server_errors.append(
-                        {"op": f"{op.method.upper()} {op.path}", "status": resp.status_code, "case": case.as_curl_command()[:500]}
-                    )
-                close_if_opened(closer, op.path, resp.status_code, _json(resp))
-
-            try:
-                run()
-            except Unsatisfiable:  # e.g. no schema-violating case exists for an operation without inputs
-                unsatisfiable.append(f"{op.method.upper()} {op.path} {mode.value}")
+                    run()
+                except Unsatisfiable:  # e.g. no schema-violating case exists for an operation without inputs
+                    if not round_:
+                        unsatisfiable.append(f"{op.method.upper()} {op.path} {mode.value}")
     return {
         "cases": sum(statuses.values()),
         "operations": len(ops),

@@ -7,6 +7,7 @@ arrays; :mod:`gymjax.registry` names the tasks for :func:`gymjax.make`.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass, field
 
@@ -32,20 +33,32 @@ class LengthDist:
     samples: tuple[int, ...] | None = None
 
     def quantiles(self, n: int) -> np.ndarray:
-        levels = (np.arange(n) + 0.5) / n
-        if self.samples is not None:
-            q = np.quantile(np.asarray(self.samples, np.float64), levels)
-        else:
-            comps = self.mixture or ((1.0, self.median, self.sigma),)
-            # quantiles of the mixture by inverting its CDF on a fine grid
-            grid = np.exp(np.linspace(np.log(max(self.floor, 1)), np.log(self.cap * 4.0), 4096))
-            cdf = np.zeros_like(grid)
-            for w, med, sig in comps:
-                z = (np.log(grid) - np.log(med)) / sig
-                cdf += w * np.array([statistics.NormalDist().cdf(v) for v in z])
-            cdf /= sum(w for w, _, _ in comps)
-            q = np.interp(levels, cdf, grid)
-        return np.clip(np.round(q), self.floor, self.cap).astype(np.float32)
+        """``n`` quantiles at levels (i + 0.5) / n, clipped to [floor, cap] and rounded (float32).
+        Memoised per (distribution, n): building a task with new overrides reuses them."""
+        try:
+            return _quantiles(self, n).copy()
+        except TypeError:  # unhashable fields (e.g. samples given as a list): computed, not memoised
+            return _quantiles.__wrapped__(self, n).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _quantiles(dist: LengthDist, n: int) -> np.ndarray:
+    levels = (np.arange(n) + 0.5) / n
+    if dist.samples is not None:
+        q = np.quantile(np.asarray(dist.samples, np.float64), levels)
+    else:
+        comps = dist.mixture or ((1.0, dist.median, dist.sigma),)
+        # quantiles of the mixture by inverting its CDF on a fine grid
+        grid = np.exp(np.linspace(np.log(max(dist.floor, 1)), np.log(dist.cap * 4.0), 4096))
+        cdf = np.zeros_like(grid)
+        for w, med, sig in comps:
+            z = (np.log(grid) - np.log(med)) / sig
+            cdf += w * np.array([statistics.NormalDist().cdf(v) for v in z])
+        cdf /= sum(w for w, _, _ in comps)
+        q = np.interp(levels, cdf, grid)
+    out = np.clip(np.round(q), dist.floor, dist.cap).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)

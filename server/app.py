@@ -11,7 +11,7 @@ Endpoints (docs/server.md has the full reference):
   session. Unlike openenv-core's stateless HTTP routes, HTTP episodes are real; ``POST /reset``
   with ``{}`` opens a session on the default task. ``POST /close`` frees a session.
 - ``GET /tasks`` (catalogue + action schemas), ``POST /grader`` (score of a session's own finished
-  episode), ``POST /baseline`` (a gymjax baseline run in-process).
+  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process).
 - ``GET /health``, ``GET /metadata``, ``GET /schema``, ``POST /mcp`` (openenv-core contract).
 
 Configuration (environment variables): ``INFERENCEGYM_TASKS`` (comma list, default all buildable
@@ -25,9 +25,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import os
+import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from fastapi import Body, FastAPI, Query, Request, WebSocket
@@ -60,7 +63,7 @@ from server.models import (
     knob_errors,
     safe_errors,
 )
-from server.runtime import Episode, Prepared, RuntimeRegistry, SessionError, excerpt
+from server.runtime import Episode, Prepared, RuntimeRegistry, SessionError, baseline_in_worker, baseline_worker_init, excerpt
 from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")
@@ -275,6 +278,20 @@ def create_app(
     baseline_gate = asyncio.Semaphore(1)
     baseline_queue = _int_env("INFERENCEGYM_BASELINE_QUEUE", 4)
     baseline_load = {"queued": 0}
+    pools: list[ProcessPoolExecutor] = []
+
+    def baseline_pool() -> ProcessPoolExecutor:
+        """One worker process for /baseline (spawned: JAX must not be forked), started on first use.
+        Its tracing, compiling and evaluation never hold the server's GIL, and it runs niced."""
+        if not pools:
+            pools.append(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=baseline_worker_init))
+        return pools[0]
+
+    async def _stop_baseline_pool() -> None:
+        for p in pools:
+            p.shutdown(wait=False, cancel_futures=True)
+
+    app.router.on_shutdown.append(_stop_baseline_pool)
 
     # ---------------------------------------------------------------------------------------------
     @app.exception_handler(SessionError)
@@ -418,8 +435,10 @@ def create_app(
                     field="n_seeds",
                     max_steps=BASELINE_MAX_STEPS,
                 )
-            async with baseline_gate:  # one evaluation at a time: it is a whole jitted rollout
-                scores, cached = await loop.run_in_executor(None, rt.run_baseline, body.policy, body.overrides, body.seed, body.n_seeds)
+            async with baseline_gate:  # one evaluation at a time, in a worker process at a lower CPU priority
+                scores, cached = await loop.run_in_executor(
+                    baseline_pool(), baseline_in_worker, rt.name, reg.base_overrides, body.policy, body.overrides, body.seed, body.n_seeds
+                )
         finally:
             baseline_load["queued"] -= 1
         return {
@@ -507,6 +526,9 @@ def main(host: str = "0.0.0.0", port: int = 8000, log_level: str = "info") -> No
     import uvicorn
 
     max_body = _int_env("INFERENCEGYM_MAX_BODY_BYTES", 65536)
+    # the event loop shares the GIL with worker threads (task builds, /baseline tracing): a shorter
+    # switch interval than Python's 5 ms bounds how long a step waits for it
+    sys.setswitchinterval(float(os.environ.get("INFERENCEGYM_SWITCH_INTERVAL_S") or 0.0005))
     uvicorn.run(app, host=host, port=port, ws_max_size=ws_transport_max_bytes(max_body), log_level=log_level)
 
 

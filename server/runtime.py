@@ -82,6 +82,13 @@ class SessionError(Exception):
         self.message = message
         self.detail = detail
 
+    def __reduce__(self):  # crosses a process boundary intact (the /baseline worker raises it)
+        return (_session_error, (self.status, self.message, self.detail))
+
+
+def _session_error(status: int, message: str, detail: dict) -> SessionError:
+    return SessionError(status, message, **detail)
+
 
 def _env_json(name: str, default: Any) -> Any:
     raw = os.environ.get(name)
@@ -333,6 +340,30 @@ class TaskRuntime:
             "action_schema": self.action_model.model_json_schema(),
             "overrides_allowed": list(CLIENT_OVERRIDES),
         }
+
+
+_WORKER_RUNTIMES: dict[tuple, TaskRuntime] = {}
+
+
+def baseline_worker_init() -> None:
+    """The /baseline worker process runs at a lower CPU priority than the server, so a baseline
+    evaluation takes the CPU the sessions' steps leave."""
+    try:
+        os.nice(int(os.environ.get("INFERENCEGYM_BASELINE_NICE") or 10))
+    except OSError:
+        pass
+
+
+def baseline_in_worker(
+    task: str, base_overrides: dict[str, Any], policy: str, overrides: dict[str, Any], seed: int, n_seeds: int
+) -> tuple[list[float], bool]:
+    """:meth:`TaskRuntime.run_baseline` in the /baseline worker process, which keeps its own task
+    runtimes (and so its compiled evaluators) between requests."""
+    key = (task, tuple(sorted(base_overrides.items())))
+    rt = _WORKER_RUNTIMES.get(key)
+    if rt is None:
+        rt = _WORKER_RUNTIMES[key] = TaskRuntime(task, base_overrides)
+    return rt.run_baseline(policy, overrides, seed, n_seeds)
 
 
 class RuntimeRegistry:
