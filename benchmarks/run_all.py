@@ -20,6 +20,7 @@ SUITE = [
     ("benchmarks.sim_rate", []),
     ("benchmarks.train_speed", []),  # throughput at 64/256 envs, then a full `make train` run per task
     ("benchmarks.server_latency", []),
+    ("benchmarks.fidelity", []),  # fast engine vs the reference simulator, QPS sweeps (about 5 minutes)
 ]
 
 

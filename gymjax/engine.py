@@ -283,10 +283,14 @@ def finish_accounting(cfg: EnvConfig, params: EnvParams, st: EnvState, sched: Sc
         .at[hist_bin(sched.t_iter_decode / jnp.maximum(mean_tokens_per_verif, 1.0), H)].add(decoded_total - itl_weight_mixed)
     )
     hist_tpot = ss.hist_tpot.at[hist_bin(tpot, H)].add((finished & (st.out_len > 1)).astype(F32))
+    hist_e2e = ss.hist_e2e.at[hist_bin(dec.t_finish - st.t_arrival, H)].add(finished.astype(F32))
     blocks_used_after = jnp.where(st.active, jnp.ceil(kv_tokens / KV_BLOCK_TOKENS), 0.0).sum()
+    if cfg.request_log:
+        ss = log_finished(cfg, st, ss, finished, dec.t_finish)
     ss = ss.replace(
         hist_itl=hist_itl,
         hist_tpot=hist_tpot,
+        hist_e2e=hist_e2e,
         output_tokens=ss.output_tokens + output_tokens,
         finished=ss.finished + finished_per_tenant,
         slo_met=ss.slo_met + met_per_tenant,
@@ -299,6 +303,17 @@ def finish_accounting(cfg: EnvConfig, params: EnvParams, st: EnvState, sched: Sc
         t_now=st.t_now + leap_s,
         step_stats=ss,
     )
+
+
+def log_finished(cfg: EnvConfig, st: EnvState, ss, finished, t_finish):
+    """Append one row per finished request (columns ``REQUEST_LOG_COLUMNS``) to the interval's request
+    log, in slot order; rows past ``cfg.request_log`` are counted, not kept."""
+    row = ss.requests_logged + cumsum(finished.astype(F32)).astype(I32) - 1
+    row = jnp.where(finished & (row < cfg.request_log), row, cfg.request_log)  # out of range: dropped
+    cols = jnp.stack([st.t_arrival, st.t_first, t_finish, st.prompt.astype(F32), st.out_len.astype(F32),
+                      st.tenant.astype(F32)], -1)
+    return ss.replace(requests=ss.requests.at[row].set(cols, mode="drop"),
+                      requests_logged=ss.requests_logged + finished.sum().astype(I32))
 
 
 def leap(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, t_end, leaps_left) -> EnvState:

@@ -90,7 +90,11 @@ class ServingEnv:
         """One control interval without auto-reset: ``(obs, state, reward, truncated, info)``;
         ``truncated`` is True at the horizon. ``info``: ``metrics`` (the typed :class:`Observation` of
         this interval), ``counters`` (cumulative request counts of the episode), ``episode`` (its
-        :class:`EpisodeStats`: what the grader reads), ``kv_pool_blocks``, ``kv_blocks_used_max``."""
+        :class:`EpisodeStats`: what the grader reads; its latency histograms give whole-episode
+        percentiles, :func:`gymjax.physics.accounting.episode_latency_percentiles`), ``kv_pool_blocks``,
+        ``kv_blocks_used_max``; with ``EnvConfig.request_log = L > 0`` also ``requests``: ``rows`` [L, 6]
+        (one per request finished this interval, columns ``gymjax.types.REQUEST_LOG_COLUMNS``) and
+        ``count`` (all finished this interval; above L the log overflowed)."""
         act = action if isinstance(action, ServeAction) else self.decode_action(action)
         act = self._clip_action(act)
         st, reward, metrics, plan = self._interval(key, state, act, params)
@@ -108,6 +112,8 @@ class ServingEnv:
             "kv_pool_blocks": plan.pool_blocks,
             "kv_blocks_used_max": st.step_stats.kv_blocks_used_max,
         }
+        if self.cfg.request_log:
+            info["requests"] = {"rows": st.step_stats.requests, "count": st.step_stats.requests_logged}
         return self._flat_obs(metrics, st.action), st, reward, st.step >= params.horizon_steps, info
 
     def metrics(self, params: EnvParams, state: EnvState) -> Observation:

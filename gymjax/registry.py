@@ -23,6 +23,11 @@ _REGISTRY: dict[str, Callable[..., TaskSpec]] = {
 }
 
 
+TRACE_BUILDER_ARGS = ("path", "dt_s", "speedup")  # the "trace" task's builder takes these (it re-bins)
+# fixed by a replayed trace's binning (a smaller max_arrivals is allowed: the excess is counted dropped)
+TRACE_FIXED = frozenset({"dt_s", "n_tenants", "use_trace"})
+
+
 def register(name: str, builder: Callable[[], TaskSpec] | None = None):
     """Register ``builder`` (a no-argument function returning a :class:`TaskSpec`) as task ``name``;
     without ``builder``, a decorator that does so."""
@@ -41,11 +46,18 @@ def registered_envs() -> tuple[str, ...]:
 
 def task_spec(name: str, **overrides) -> TaskSpec:
     """The :class:`TaskSpec` of task ``name`` with ``overrides`` applied: :class:`TaskSpec` fields or
-    :class:`EnvConfig` sizes (``path`` goes to the ``trace`` task's builder)."""
+    :class:`EnvConfig` sizes (``path``, ``dt_s`` and ``speedup`` go to the ``trace`` task's builder,
+    which bins the trace with them; a replayed trace's binning cannot be overridden otherwise)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; valid names are: {', '.join(registered_envs())}")
-    spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k == "path"}) if name == "trace" else _REGISTRY[name]()
-    overrides = {k: v for k, v in overrides.items() if k != "path"}
+    builder_args = TRACE_BUILDER_ARGS if name == "trace" else ()
+    spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k in builder_args})
+    overrides = {k: v for k, v in overrides.items() if k not in builder_args}
+    if spec.trace is not None and set(overrides) & TRACE_FIXED:
+        raise ValueError(f"task {name!r} replays a trace binned at dt_s={spec.dt_s:g} s into {spec.config.n_tenants} "
+                         f"tenant(s); overriding {sorted(set(overrides) & TRACE_FIXED)} would silently "
+                         'change the workload (re-bin a trace of your own with gymjax.make("trace", path=..., dt_s=..., '
+                         "speedup=...))")
     cfg_fields = {f.name for f in dataclasses.fields(EnvConfig)}
     spec_fields = {f.name for f in dataclasses.fields(TaskSpec)}
     cfg_over = {k: v for k, v in overrides.items() if k in cfg_fields}

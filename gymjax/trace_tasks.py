@@ -28,6 +28,8 @@ AZURE_N_GPUS = 1
 AZURE_HORIZON_STEPS = 250
 AZURE_N_SLOTS = 128
 
+DRAIN_S = 30.0  # a short user trace's default episode runs this long past its last arrival
+
 # SLO classes. Code completion sits in an editor: a suggestion that comes after ~1 s is useless, and
 # its outputs are short (p50 13 tokens), so TTFT dominates; it gets priority. Chat is read as it
 # streams: a 2 s first token is acceptable and 80 ms/token (12.5 tokens/s) still outpaces reading.
@@ -56,15 +58,13 @@ def trace_task_spec(trace: Trace, name: str, description: str, tenants: tuple[Te
                     queue_cap: int = 256, **spec_kw) -> TaskSpec:
     """A replay :class:`TaskSpec` of ``trace`` (tenant rows in trace order), time-compressed by
     ``speedup`` and binned at ``dt_s``. ``max_arrivals`` is the largest per-bin count (no arrival is
-    dropped at the door). Each tenant spec's lengths are replaced by the trace's empirical ones."""
+    dropped at the door). Each tenant spec's lengths are replaced by the trace's empirical ones.
+    A ``horizon_steps`` longer than the trace replays it once from its start and then continues with
+    no arrivals, so the engine drains (no wrap-around)."""
     if len(tenants) != trace.n_tenants:
         raise ValueError(f"{len(tenants)} tenant specs for a trace with {trace.n_tenants} tenants")
     scaled = scale_time(trace, speedup) if speedup != 1.0 else trace
     binned = bin_trace(scaled, dt_s)
-    n_bins = binned["count"].shape[0]
-    if n_bins < horizon_steps:
-        raise ValueError(f"the trace spans {n_bins} intervals of {dt_s} s (speedup {speedup}), fewer than "
-                         f"horizon_steps={horizon_steps}; lower the horizon or the speedup")
     tenants = tuple(
         dataclasses.replace(t, prompt=length_dist(trace, i, "prompt"), output=length_dist(trace, i, "output"),
                             base_rate_rps=float(binned["count"][:, i].mean() / dt_s))
@@ -100,30 +100,32 @@ def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0
 
     Defaults: one tenant per distinct ``tenant`` value (or one), each with TTFT 2 s / TPOT 80 ms,
     priority 1, speculation acceptance 0.7; Llama-3-8B on 1xH100; dt 1 s; no time scaling; a
-    horizon of 200 steps, or the whole trace if it spans fewer intervals; 64 batch slots; a
-    256-request queue per tenant; ``max_arrivals`` = the largest per-interval count of any tenant.
+    horizon of 200 steps, or, for a shorter trace, the whole trace plus :data:`DRAIN_S` seconds
+    without arrivals to drain; 64 batch slots; a 256-request queue per tenant; ``max_arrivals`` =
+    the largest per-interval count of any tenant.
     """
     tr = load_trace(path)
     if tenants is None:
         tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.7) for n in tr.tenant_names)
-    n_bins = int((tr.arrival_s[-1] - tr.arrival_s[0]) / speedup // dt_s) + 1
+    replay_and_drain_steps = int((tr.arrival_s[-1] - tr.arrival_s[0]) / speedup // dt_s) + 1 + int(np.ceil(DRAIN_S / dt_s))
     return trace_task_spec(
         tr, "trace", f"Replay of {Path(path).name}: {tr.n_requests} requests, {tr.n_tenants} tenant(s) "
         f"({', '.join(tr.tenant_names)}), {tr.duration_s:.0f} s, on {model} / {n_gpus}x{gpu}.",
-        tenants, dt_s=dt_s, speedup=speedup, horizon_steps=min(200, n_bins) if horizon_steps is None else horizon_steps,
+        tenants, dt_s=dt_s, speedup=speedup, horizon_steps=min(200, replay_and_drain_steps) if horizon_steps is None else horizon_steps,
         n_gpus=n_gpus, n_slots=n_slots, queue_cap=queue_cap, model=model, gpu=gpu,
     )
 
 
-def user_trace_task(path: str | Path | None = None) -> TaskSpec:
+def user_trace_task(path: str | Path | None = None, **kw) -> TaskSpec:
+    """The ``trace`` task: :func:`user_trace_spec` of ``path`` (``dt_s``/``speedup`` re-bin the trace)."""
     if path is None:
         raise ValueError('the "trace" task needs a CSV: gymjax.make("trace", path="my.csv"); '
                          "format: arrival_s,prompt_tokens,output_tokens[,tenant] (see docs/traces.md)")
-    return user_trace_spec(path)
+    return user_trace_spec(path, **kw)
 
 
 def make_trace(path: str | Path, **kw):
-    """``(env, params)`` of a user's trace with a binning or time scaling that ``gymjax.make("trace")``
-    cannot override (``dt_s``, ``speedup``); keyword arguments as :func:`user_trace_spec`."""
+    """``(env, params)`` of a user's trace; keyword arguments as :func:`user_trace_spec` (``tenants`` too,
+    which ``gymjax.make("trace", path=..., dt_s=..., speedup=...)`` does not take)."""
     env = env_from_spec(user_trace_spec(path, **kw), name="trace")
     return env, env.default_params

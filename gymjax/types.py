@@ -32,10 +32,11 @@ class EnvConfig:
     prefill_ring: int = 16  # P: requests admitted and still prefilling
     max_arrivals: int = 48  # A: arrivals per tenant per step (more are counted dropped)
     n_leaps: int = 8  # K: leaps per control interval
-    n_hist: int = 40  # H: log-spaced histogram bins
+    n_hist: int = 384  # H: log-spaced latency histogram bins over 1 ms .. 1,000 s (percentiles within ±1.8 %)
     n_quantiles: int = 64  # NQ: points of the length quantile tables
     preempt_per_leap: int = 4  # victims one leap may preempt
     use_trace: bool = False  # arrivals come from params.trace_* instead of the synthetic process
+    request_log: int = 0  # L: finished requests logged per interval in info["requests"] (0: no log)
 
 
 def _is_concrete(x) -> bool:
@@ -105,7 +106,7 @@ class Observation:
     queue_depth: requests waiting (all tenants). running: requests in the batch.
     ttft_p50_s, ttft_p99_s: time to first token of first tokens emitted this interval, s.
     itl_p50_s, itl_p99_s: inter-token gap over all tokens decoded this interval, s.
-    tpot_p50_s: time per output token of requests finished this interval, s.
+    tpot_p50_s, tpot_p99_s: time per output token of requests finished this interval, s.
     throughput_tps: output tokens per second. prefill_tps: prompt (and recompute) tokens per second.
     kv_occupancy: used KV blocks / pool blocks, [0, 1]. gpu_memory_gb: mean HBM in use per GPU, GB.
     slo_attainment: requests meeting both SLOs / requests that ended this interval (finished or
@@ -125,6 +126,7 @@ class Observation:
     itl_p50_s: jax.Array
     itl_p99_s: jax.Array
     tpot_p50_s: jax.Array
+    tpot_p99_s: jax.Array
     throughput_tps: jax.Array
     prefill_tps: jax.Array
     kv_occupancy: jax.Array
@@ -171,11 +173,15 @@ class EnvParams:
     price_per_gpu_hour: jax.Array
     n_gpus: jax.Array
     tensor_parallel: jax.Array
-    # roofline calibration
+    # roofline calibration (gymjax.presets documents each; docs/fidelity.md the sources)
     eta_flops: jax.Array
     eta_bandwidth: jax.Array
     eta_attention: jax.Array
+    eta_attn_flops: jax.Array
+    eta_elementwise: jax.Array
+    gemm_smoothness: jax.Array  # p of the smooth max (c^p + m^p)^(1/p) of compute and streaming time
     t_fixed_s: jax.Array
+    t_layer_s: jax.Array
     allreduce_latency_s: jax.Array
     # engine
     cuda_context_bytes: jax.Array  # per GPU, outside the engine's budget
@@ -232,6 +238,12 @@ class EpisodeStats:
     invalid_steps: jax.Array  # int32
     steps: jax.Array  # int32
     reward_sum: jax.Array  # f32
+    # whole-episode latency histograms [H] (log bins, gymjax.physics.numerics.hist_bin); percentiles
+    # with gymjax.physics.accounting.episode_latency_percentiles
+    hist_ttft: jax.Array  # first tokens, by TTFT (queueing included)
+    hist_tpot: jax.Array  # finished requests with >1 output token, by TPOT
+    hist_e2e: jax.Array  # finished requests, by end-to-end latency
+    hist_itl: jax.Array  # decoded tokens, by inter-token gap
 
 
 @struct.dataclass
@@ -241,6 +253,7 @@ class StepStats:
     hist_ttft: jax.Array  # [H]
     hist_itl: jax.Array  # [H]
     hist_tpot: jax.Array  # [H]
+    hist_e2e: jax.Array  # [H]
     output_tokens: jax.Array
     prefill_tokens: jax.Array
     finished: jax.Array  # [T]
@@ -250,6 +263,14 @@ class StepStats:
     preemptions: jax.Array
     recomputed_tokens: jax.Array
     kv_blocks_used_max: jax.Array
+    # opt-in per-request log (EnvConfig.request_log = L rows; [0, 6] when off): one row per request
+    # finished this interval, columns REQUEST_LOG_COLUMNS; requests_logged counts them all (rows
+    # past L are not kept: a count above L says the log overflowed)
+    requests: jax.Array  # [L, 6] f32
+    requests_logged: jax.Array  # i32
+
+
+REQUEST_LOG_COLUMNS = ("arrival_s", "first_token_s", "finish_s", "prompt_tokens", "output_tokens", "tenant")
 
 
 @struct.dataclass

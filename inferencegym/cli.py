@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "traces": ("inferencegym.sim", "traces", "per-tenant statistics of trace CSV files"),
     "calibrate": ("inferencegym.sim", "calibrate", "azure-replay's load calibration (SLO attainment of constant actions)"),
     "headroom": ("inferencegym.sim", "headroom", "what an adaptive policy could gain over the best constant on azure-replay"),
+    "reference": ("inferencegym.sim", "reference", "serve a trace in the reference simulator (vLLM's scheduler, exact per-request times)"),
 }
 
 

@@ -1,6 +1,6 @@
 """Simulator tools: ``inferencegym tune`` (the best constant and the oracle's table), ``traces`` (trace
-statistics), ``calibrate`` (azure-replay's load calibration) and ``headroom`` (what adaptivity could
-gain on azure-replay)."""
+statistics), ``calibrate`` (azure-replay's load calibration), ``headroom`` (what adaptivity could
+gain on azure-replay) and ``reference`` (a trace served by the reference simulator)."""
 
 from __future__ import annotations
 
@@ -106,4 +106,69 @@ def headroom(argv: list[str] | None = None) -> int:
     res = run_headroom(a.seeds)
     if a.json:
         write_json(a.json, res)
+    return 0
+
+
+def build_reference_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="inferencegym reference",
+                                description="Serve a trace CSV in the reference simulator (gymjax.reference: vLLM's scheduler, one event "
+                                "per engine iteration, exact per-request times) under one fixed configuration; print the summary.")
+    p.add_argument("file", help="trace CSV (generic or Azure format, see docs/traces.md), or azure-code / azure-conv")
+    p.add_argument("--model", default="llama-3-8b")
+    p.add_argument("--gpu", default="h100")
+    p.add_argument("--n-gpus", type=int, default=1)
+    p.add_argument("--tp", type=int, default=1, help="tensor parallel degree (replicas = n_gpus / tp)")
+    p.add_argument("--speedup", type=float, default=1.0, help="time compression of the trace")
+    p.add_argument("--limit", type=int, default=None, help="serve only the first N requests")
+    p.add_argument("--batch-cap", type=int, default=256)
+    p.add_argument("--kv-budget", type=float, default=0.9)
+    p.add_argument("--spec", type=int, default=0, help="speculation depth")
+    p.add_argument("--quant", type=int, default=0, help="quantization tier (0 bf16, 1 fp8, 2 int8, 3 int4)")
+    p.add_argument("--pd", type=int, default=2, help="prefill_decode_split level (colocated levels only)")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--scheduler", choices=("chunked", "prefill_first"), default=None, help="default: what --pd means")
+    p.add_argument("--csv", default=None, help="write per-request times here")
+    p.add_argument("--json", default=None, help="write the summary here")
+    return p
+
+
+def reference(argv: list[str] | None = None) -> int:
+    """``inferencegym reference FILE [flags]``; returns the exit code."""
+    import numpy as np
+
+    from gymjax import reference as ref
+    from gymjax.registry import task_spec
+    from gymjax.tasks import build_params
+    from gymjax.traces import PACKAGED_TRACES, load_packaged_trace, load_trace, packaged_trace_path
+    from gymjax.types import ServeAction
+
+    a = build_reference_parser().parse_args(argv)
+    path = str(packaged_trace_path(a.file)) if a.file in PACKAGED_TRACES else a.file
+    spec = task_spec("trace", path=path, model=a.model, gpu=a.gpu, n_gpus=a.n_gpus, tensor_parallel=a.tp, n_slots=a.batch_cap)
+    params = build_params(spec)
+    tr = load_packaged_trace(a.file) if a.file in PACKAGED_TRACES else load_trace(path)
+    reqs = ref.requests_from_trace(tr, a.speedup)
+    if a.limit is not None:
+        reqs = ref.Requests.from_arrays(reqs.arrival_s[: a.limit], reqs.prompt_tokens[: a.limit], reqs.output_tokens[: a.limit],
+                                        reqs.tenant[: a.limit])
+    act = ServeAction.create(
+        batch_cap=np.int32(a.batch_cap), kv_budget_fraction=np.float32(a.kv_budget), speculation_depth=np.int32(a.spec),
+        quantization_tier=np.int32(a.quant), prefill_decode_split=np.int32(a.pd), priority_routing=np.int32(a.priority),
+    )
+    t0 = time.perf_counter()
+    res = ref.simulate(reqs, spec.config, params, act, scheduler=a.scheduler)
+    print(f"{len(reqs)} requests on {a.model} / {a.n_gpus}x{a.gpu} (tp {a.tp}), {res.spec.scheduler} scheduler, "
+          f"{res.summary['iterations']:.0f} iterations in {time.perf_counter() - t0:.1f} s")
+    for k, v in res.summary.items():
+        print(f"  {k:26s} {v:.4g}")
+    if a.csv:
+        keys = list(res.requests)
+        with open(a.csv, "w") as fh:
+            fh.write(",".join(keys) + "\n")
+            for i in range(len(reqs)):
+                fh.write(",".join(f"{res.requests[k][i]:.9g}" if res.requests[k].dtype.kind == "f" else str(res.requests[k][i])
+                                  for k in keys) + "\n")
+        print(f"wrote {a.csv}")
+    if a.json:
+        print(f"wrote {write_json(a.json, res.summary)}")
     return 0

@@ -32,12 +32,14 @@ def _by_hand_iter_s(params, plan, n_tokens, queries_per_seq, ctx_tokens):
     """The roofline for one GPU (tp 1, no all-reduce), written out in float64."""
     f = lambda x: float(np.asarray(x))  # noqa: E731
     P, L, d = f(params.linear_params), f(params.n_layers), f(params.d_model)
-    bw = f(params.hbm_bandwidth_bytes_per_s)
-    linear = max(2 * P * n_tokens / (f(params.eta_flops) * f(plan.gemm_peak)), P * f(plan.weight_bytes) / (f(params.eta_bandwidth) * bw))
+    bw, p = f(params.hbm_bandwidth_bytes_per_s), f(params.gemm_smoothness)
+    smax = lambda a, b: (a**p + b**p) ** (1 / p)  # noqa: E731
+    linear = smax(2 * P * n_tokens / (f(params.eta_flops) * f(plan.gemm_peak)), P * f(plan.weight_bytes) / (f(params.eta_bandwidth) * bw))
+    elementwise = n_tokens * L * f(params.activation_bytes_per_token) / (f(params.eta_elementwise) * bw)
     attn_flops = 4 * L * d * queries_per_seq * ctx_tokens
     kv_bytes = ctx_tokens * f(plan.kv_bytes_per_token)
-    attention = max(attn_flops / (f(params.eta_flops) * f(params.peak_bf16_flops)), kv_bytes / (f(params.eta_attention) * bw))
-    return f(params.t_fixed_s) + linear + attention
+    attention = smax(attn_flops / (f(params.eta_attn_flops) * f(params.peak_bf16_flops)), kv_bytes / (f(params.eta_attention) * bw))
+    return f(params.t_fixed_s) + L * f(params.t_layer_s) + linear + elementwise + attention
 
 
 @pytest.mark.parametrize("n_seqs,k", [(4, 3), (128, 2), (256, 6)])

@@ -293,8 +293,12 @@ def test_user_trace_task(tmp_path):
     assert count.sum() == 120 and env.cfg.max_arrivals == count.max()
     start, (arrived_t, _, _) = episode_fn(env, params, 8)(jax.random.PRNGKey(1))
     np.testing.assert_array_equal(np.asarray(arrived_t)[-1], count[int(start):int(start) + 8].sum(0))
-    # defaults: the whole trace when it is shorter than 200 s
-    assert gymjax.task_spec("trace", path=str(p)).horizon_steps == count.shape[0]
+    # defaults: the whole trace and 30 s to drain, when that is shorter than 200 s
+    assert gymjax.task_spec("trace", path=str(p)).horizon_steps == count.shape[0] + 30
+    # dt_s re-bins the user's trace; a packaged trace's binning cannot be overridden
+    assert gymjax.task_spec("trace", path=str(p), dt_s=2.0).trace["count"].sum() == 120
+    with pytest.raises(ValueError, match=r"binned at dt_s=1 s.*\['dt_s'\]"):
+        gymjax.task_spec("azure-replay", dt_s=2.0)
     # a custom binning: 2x time compression in 2 s intervals = 4 trace seconds per interval
     spec = user_trace_spec(p, dt_s=2.0, speedup=2.0, horizon_steps=4)
     np.testing.assert_array_equal(spec.trace["count"].sum(1), np.bincount(((t - t[0]) // 4.0).astype(int)))

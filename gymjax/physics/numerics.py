@@ -15,7 +15,8 @@ I32 = jnp.int32
 INF = jnp.float32(jnp.inf)  # only for reductions, never stored
 NEVER = 1.0e9  # s: a time that never comes (stored: keeps every state leaf finite)
 HIST_LO_S = 1e-3  # histogram range: 1 ms ...
-HIST_HI_S = 100.0  # ... 100 s, log-spaced
+HIST_GROUP = 8  # hist_quantile's bins per group
+HIST_HI_S = 1000.0  # ... 1,000 s, log-spaced (EnvConfig.n_hist bins; 384 bins: each 3.7 % wide)
 
 
 def cumsum(x: jax.Array) -> jax.Array:
@@ -47,18 +48,31 @@ def per_slot(table: jax.Array, tenant: jax.Array) -> jax.Array:
 
 
 def hist_bin(x: jax.Array, n_hist: int) -> jax.Array:
-    """Log-spaced bin index (int32) of a latency ``x`` in seconds (1 ms ... 100 s, clipped)."""
+    """Log-spaced bin index (int32) of a latency ``x`` in seconds (1 ms ... 1,000 s, clipped)."""
     lo, hi = jnp.log(HIST_LO_S), jnp.log(HIST_HI_S)
     b = jnp.floor((jnp.log(jnp.maximum(x, 1e-9)) - lo) / (hi - lo) * n_hist)
     return jnp.clip(b, 0, n_hist - 1).astype(I32)
 
 
 def hist_quantile(hist: jax.Array, q: float) -> jax.Array:
-    """q-quantile (seconds) of a log-spaced histogram; the geometric centre of the bin. 0 if empty."""
+    """q-quantile (seconds) of a log-spaced histogram [..., H]: the geometric centre of the first bin
+    whose cumulative count reaches ``q``, so within half a bin of the exact quantile (±1.8 % at the
+    default 384 bins over 1 ms ... 1,000 s). 0 if empty.
+
+    Two levels, so the cost does not grow with H²: the cumulative counts of groups of
+    :data:`HIST_GROUP` bins find the group, then the bins inside it find the bin.
+    """
     n_hist = hist.shape[-1]
+    group = HIST_GROUP if n_hist % HIST_GROUP == 0 else 1
     total = hist.sum(-1, keepdims=True)
-    cdf = cumsum(hist)
-    idx = jnp.minimum(jnp.sum(cdf < q * total, axis=-1), n_hist - 1)  # first bin reaching q (no argmax)
+    target = q * total
+    grouped = hist.reshape(*hist.shape[:-1], n_hist // group, group)
+    group_cdf = cumsum(grouped.sum(-1))
+    g = jnp.minimum(jnp.sum(group_cdf < target, axis=-1), n_hist // group - 1)  # first group reaching q
+    before = jnp.take_along_axis(group_cdf, g[..., None], -1) - jnp.take_along_axis(grouped.sum(-1), g[..., None], -1)
+    inside = jnp.take_along_axis(grouped, g[..., None, None], -2)[..., 0, :]  # [..., group]
+    in_cdf = before + cumsum(inside)
+    idx = jnp.minimum(g * group + jnp.sum(in_cdf < target, axis=-1), n_hist - 1)
     lo, hi = jnp.log(HIST_LO_S), jnp.log(HIST_HI_S)
     centre = jnp.exp(lo + (idx + 0.5) / n_hist * (hi - lo))
     return jnp.where(total[..., 0] > 0, centre, 0.0)

@@ -41,12 +41,13 @@ def step_bursts(key: jax.Array, params: EnvParams, burst_on: jax.Array) -> jax.A
 
 
 def trace_start(key: jax.Array, cfg: EnvConfig, params: EnvParams) -> jax.Array:
-    """The trace bin an episode's replay starts at (uniform over the starts that fit a horizon; 0
-    for synthetic tasks)."""
+    """The trace bin an episode's replay starts at: uniform over the starts whose horizon fits in the
+    trace (the last one included); 0 when the horizon is the trace or longer (the episode then
+    drains after the last arrival), and for synthetic tasks."""
     if not cfg.use_trace:
         return jnp.int32(0)
     n_bins = params.trace_count.shape[0]
-    return jax.random.randint(key, (), 0, jnp.maximum(n_bins - params.horizon_steps, 1)).astype(I32)
+    return jax.random.randint(key, (), 0, jnp.maximum(n_bins - params.horizon_steps + 1, 1)).astype(I32)
 
 
 def sample_lengths(key: jax.Array, quantiles: jax.Array, shape) -> jax.Array:
@@ -80,8 +81,11 @@ def arrivals(cfg: EnvConfig, key: jax.Array, st: EnvState, params: EnvParams):
     t_start = st.t_now
     dt = params.dt_s
     if cfg.use_trace:
-        b = (st.trace_start + st.step) % params.trace_count.shape[0]
-        n = params.trace_count[b]
+        n_bins = params.trace_count.shape[0]
+        b = st.trace_start + st.step
+        # past the trace's end nothing arrives (the engine drains what is left); no wrap-around
+        n = jnp.where(b < n_bins, params.trace_count[jnp.minimum(b, n_bins - 1)], 0)
+        b = jnp.minimum(b, n_bins - 1)
         valid = jnp.arange(A)[None, :] < n[:, None]
         return t_start + params.trace_offset_s[b], params.trace_prompt[b], params.trace_output[b], valid, n
     k_gap, k_p, k_o = jax.random.split(key, 3)
