@@ -66,8 +66,6 @@ def task_spec(name: str, **overrides) -> TaskSpec:
     if unknown:
         fields = sorted(spec_fields - {"config"})
         raise ValueError(f"unknown override(s) {sorted(unknown)}; task fields: {fields}; sizes: {sorted(cfg_fields)}")
-    if spec.trace is not None and "dt_s" in spec_over and spec_over["dt_s"] != spec.dt_s:
-        raise tasks.InvalidTaskField("dt_s", f"{spec.dt_s:g} (the trace is binned at it)", spec_over["dt_s"])
     if cfg_over:
         spec_over["config"] = dataclasses.replace(spec.config, **cfg_over)
     return dataclasses.replace(spec, **spec_over)
