@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast train bench serve lint format clean
+.PHONY: install test test-fast train bench serve fuzz lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ bench: $(STAMP)
 	timeout 3000 $(PY) -m benchmarks.run_all
 
 serve: $(STAMP)
-	$(PY) -m uvicorn server.app:app --host 0.0.0.0 --port 8000
+	$(PY) -m server.app --host 0.0.0.0 --port 8000
+
+# the long fuzz run (>= 2,000 HTTP cases and 2,000 WebSocket frames): benchmarks/results/fuzz.json
+fuzz: $(STAMP)
+	timeout 3000 nice -n 10 $(PY) -m benchmarks.fuzz --cases 2000 --ws-frames 2000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gymjax ppo inferencegym server benchmarks tests

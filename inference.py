@@ -19,7 +19,11 @@ Output (stdout), per task::
     [STEP] step=<n> action=<json> reward=<r> done=<true|false> error=<msg|null>
     [END] success=<true|false> steps=<n> score=<s> rewards=<r1,r2,...>
 
-``score`` is ``gymjax.grade`` of the episode, clipped into (0, 1); success means score >= 0.5.
+``score`` is the model's score, never the fallback's: ``gymjax.grade`` of the episode times the share of
+its steps that the model's own actions played (an episode the heuristic played throughout scores
+the minimum), clipped into (0, 1); success means score >= 0.5. How many steps the model's actions
+played, the fallback's count and the episode's grade go to stderr, one line per task
+(``# <task>: the model's own actions played <n> of <steps> steps ...``) and a total at the end.
 Other settings: ``INFERENCEGYM_TASKS`` (comma list; default every served task),
 ``INFERENCEGYM_TASK_OVERRIDES`` (JSON, e.g. smaller sizes), ``INFERENCE_SEED`` (0).
 """
@@ -114,7 +118,8 @@ class Fallback:
         return self.rt.env.decode_action(flat).to_dict()
 
 
-def run_task(task: str, registry, client, k: int, t_start: float) -> None:
+def run_task(task: str, registry, client, k: int, t_start: float) -> tuple[int, int]:
+    """One episode of ``task``; returns (steps the model's own actions played, steps)."""
     from server.runtime import Episode
 
     rt = registry.get(task)
@@ -125,11 +130,14 @@ def run_task(task: str, registry, client, k: int, t_start: float) -> None:
     log(f"[START] task={task} env={ENV_NAME} model={MODEL_NAME}")
     rewards: list[float] = []
     held: dict | None = None
+    held_by_model = False  # whether the action in force came from a valid model reply
+    model_steps = 0
     while not ep.done:
         error = None
         if ep.step_count % k == 0 or held is None:
             if time.monotonic() - t_start > TIME_BUDGET_S:
                 held, error = fallback.action(ep, payload["obs"]), "time budget spent: heuristic action"
+                held_by_model = False
             else:
                 try:
                     reply = client.chat.completions.create(
@@ -143,28 +151,37 @@ def run_task(task: str, registry, client, k: int, t_start: float) -> None:
                     )
                     candidate = parse_action(reply.choices[0].message.content)
                     ep.validate(candidate)  # the task's action model, as ep.step will (raises pydantic.ValidationError)
-                    held = {n: candidate[n] for n in candidate}
+                    held, held_by_model = {n: candidate[n] for n in candidate}, True
                 except Exception as e:  # noqa: BLE001 - any bad reply falls back, and is logged
-                    held = fallback.action(ep, payload["obs"])
+                    held, held_by_model = fallback.action(ep, payload["obs"]), False
                     error = f"invalid model action ({type(e).__name__}: {one_line(getattr(e, 'message', e))}); heuristic used"
         try:
             payload = ep.step(held)
         except Exception as e:  # noqa: BLE001 - defensive: the episode must finish
-            held = fallback.action(ep, payload["obs"])
+            held, held_by_model = fallback.action(ep, payload["obs"]), False
             error = f"step refused ({one_line(e)}); heuristic used"
             payload = ep.step(held)
+        model_steps += held_by_model
         rewards.append(payload["reward"])
         done = "true" if ep.done else "false"
         log(
             f"[STEP] step={ep.step_count} action={json.dumps(held, separators=(',', ':'))} reward={payload['reward']:.2f} "
             f"done={done} error={error if error else 'null'}"
         )
-    raw = ep.score if ep.score is not None else 0.0
-    score = min(max(raw, SCORE_EPS), 1.0 - SCORE_EPS)
+    grade = ep.score if ep.score is not None else 0.0
+    credited = grade * model_steps / max(ep.step_count, 1)  # the model's share of the episode; none of the fallback's
+    score = min(max(credited, SCORE_EPS), 1.0 - SCORE_EPS)
+    print(
+        f"# {task}: the model's own actions played {model_steps} of {ep.step_count} steps "
+        f"(heuristic fallback {ep.step_count - model_steps}); episode grade {grade:.4f}, credited to the model {credited:.4f}",
+        file=sys.stderr,
+        flush=True,
+    )
     log(
         f"[END] success={'true' if score >= SUCCESS_SCORE else 'false'} steps={ep.step_count} score={score:.3f} "
         f"rewards={','.join(f'{r:.2f}' for r in rewards)}"
     )
+    return model_steps, ep.step_count
 
 
 def main() -> int:
@@ -180,8 +197,9 @@ def main() -> int:
     k = int(os.getenv("INFERENCE_DECISION_EVERY") or max(1, math.ceil(total_steps / max(MAX_CALLS, 1))))
     print(f"# {len(names)} tasks, {total_steps} steps, model decides every {k} steps", file=sys.stderr, flush=True)
     client = OpenAI(base_url=API_BASE_URL, api_key=API_KEY or "no-key", timeout=REQUEST_TIMEOUT_S, max_retries=1)
-    for task in names:
-        run_task(task, registry, client, k, t_start)
+    played = [run_task(task, registry, client, k, t_start) for task in names]
+    model, total = sum(m for m, _ in played), sum(n for _, n in played)
+    print(f"# all tasks: the model's own actions played {model} of {total} steps", file=sys.stderr, flush=True)
     return 0
 
 

@@ -2,7 +2,7 @@
 
     timeout 900 .venv/bin/python -m benchmarks.server_latency [--task static] [--steps 400] [--clients 8]
 
-Starts ``uvicorn server.app:app`` on 127.0.0.1 (default task sizes), waits for the task's one
+Starts ``python -m server.app`` on 127.0.0.1 (default task sizes), waits for the task's one
 compilation, then times full request/response round trips per step as a client sees them:
 
 - ``ws``: the OpenEnv WebSocket protocol (``{"type": "step", "data": action}``), one connection per client;
@@ -10,6 +10,12 @@ compilation, then times full request/response round trips per step as a client s
 - ``in_process``: ``Episode.step`` in this process (the jitted step + host conversion; the floor).
 
 Writes ``benchmarks/results/server_latency.json`` (medians and p99 in ms) and prints a table.
+
+    timeout 900 .venv/bin/python -m benchmarks.server_latency --load [--steps 400]
+
+measures instead one WebSocket client's step latency idle and then while other clients reset with
+overrides never seen before (each one builds the task: ``gymjax.make``, in a worker thread) and a
+``/baseline`` run is in flight; writes ``benchmarks/results/server_latency_load.json``.
 """
 
 from __future__ import annotations
@@ -109,6 +115,41 @@ def in_process(task: str, steps: int) -> list[float]:
     return lat
 
 
+def load_run(url: str, task: str, steps: int) -> dict:
+    """One WebSocket client's step latency, idle and then under load: resets with new overrides
+    (distinct ``n_gpus``/``max_wait_s``, so each builds the task) in a loop, and one ``/baseline``."""
+    idle = ws_run(url, task, steps, 1)
+    stop = threading.Event()
+    counts = {"resets": 0, "baseline_s": None}
+
+    def resets():
+        with httpx.Client(base_url=url, timeout=120) as c:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                r = c.post("/reset", json={"task": task, "overrides": {"n_gpus": 1 + i % 64, "max_wait_s": 5.0 + i}})
+                if r.status_code == 200:
+                    c.post("/close", json={"session_id": r.json()["session_id"]})
+                    counts["resets"] += 1
+
+    def baseline():
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/baseline", json={"task": task, "policy": "heuristic", "n_seeds": 4, "seed": 7}, timeout=600)
+        counts["baseline_s"] = time.perf_counter() - t0 if r.status_code == 200 else f"status {r.status_code}"
+
+    threads = [threading.Thread(target=resets), threading.Thread(target=baseline)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    loaded = ws_run(url, task, steps, 1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=600)
+    out = {"idle": summarize(idle), "under_load": summarize(loaded), **counts}
+    out["p99_ratio"] = out["under_load"]["p99_ms"] / out["idle"]["p99_ms"]
+    return out
+
+
 def main() -> None:
     from server.launch import running_server
 
@@ -116,7 +157,24 @@ def main() -> None:
     ap.add_argument("--task", default="static")
     ap.add_argument("--steps", type=int, default=400, help="steps per client per measurement")
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--load", action="store_true", help="idle vs under resets with new overrides and a /baseline run")
     args = ap.parse_args()
+    if args.load:
+        with running_server((args.task,), {}, {"INFERENCEGYM_PREWARM": "0"}, start_timeout_s=300) as url:
+            r = httpx.post(f"{url}/reset", json={"task": args.task}, timeout=600)
+            httpx.post(f"{url}/close", json={"session_id": r.json()["session_id"]})
+            ws_run(url, args.task, 50, 1)
+            res = load_run(url, args.task, args.steps)
+        res["config"] = {
+            "task": args.task,
+            "steps": args.steps,
+            "load_avg_at_end": os.getloadavg(),
+            "command": "timeout 900 .venv/bin/python -m benchmarks.server_latency --load",
+        }
+        path = OUT.with_name("server_latency_load.json")
+        path.write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in res.items() if k != "config"}, indent=1))
+        return
 
     results: dict = {}
     with running_server((args.task,), {}, {"INFERENCEGYM_PREWARM": "0"}, start_timeout_s=300) as url:

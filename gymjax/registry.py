@@ -75,11 +75,16 @@ def make(name: str, **overrides) -> tuple[ServingEnv, EnvParams]:
     """Build a registered task: ``env, params = gymjax.make("static", n_slots=128)``.
 
     Overrides may name :class:`TaskSpec` fields (``model``, ``gpu``, ``n_gpus``, ``horizon_steps``,
-    ...) or :class:`EnvConfig` sizes (``n_slots``, ``n_leaps``, ...).
+    ...) or :class:`EnvConfig` sizes (``n_slots``, ``n_leaps``, ...). Each is checked
+    (:func:`gymjax.tasks.validate_spec`: integer where integer, bools refused, physical ranges,
+    ``tensor_parallel`` dividing ``n_gpus``); a bad one raises :class:`gymjax.tasks.InvalidTaskField`
+    (a ``ValueError`` naming the field and its allowed range).
     """
     spec = task_spec(name, **overrides)
-    if spec.config.n_tenants != len(spec.tenants):
+    fix_tenants = "n_tenants" not in overrides and isinstance(spec.tenants, tuple) and spec.tenants  # an explicit one is checked
+    if fix_tenants and spec.config.n_tenants != len(spec.tenants):
         spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, n_tenants=len(spec.tenants)))
+    tasks.validate_spec(spec)  # every field's type and range: a bad override is refused before anything is built
     if spec.model not in presets.MODELS:
         raise ValueError(f"unknown model {spec.model!r}; valid: {sorted(presets.MODELS)}")
     if spec.gpu not in presets.GPUS:

@@ -7,6 +7,7 @@ arrays; :mod:`gymjax.registry` names the tasks for :func:`gymjax.make`.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass, field
 
@@ -32,20 +33,32 @@ class LengthDist:
     samples: tuple[int, ...] | None = None
 
     def quantiles(self, n: int) -> np.ndarray:
-        levels = (np.arange(n) + 0.5) / n
-        if self.samples is not None:
-            q = np.quantile(np.asarray(self.samples, np.float64), levels)
-        else:
-            comps = self.mixture or ((1.0, self.median, self.sigma),)
-            # quantiles of the mixture by inverting its CDF on a fine grid
-            grid = np.exp(np.linspace(np.log(max(self.floor, 1)), np.log(self.cap * 4.0), 4096))
-            cdf = np.zeros_like(grid)
-            for w, med, sig in comps:
-                z = (np.log(grid) - np.log(med)) / sig
-                cdf += w * np.array([statistics.NormalDist().cdf(v) for v in z])
-            cdf /= sum(w for w, _, _ in comps)
-            q = np.interp(levels, cdf, grid)
-        return np.clip(np.round(q), self.floor, self.cap).astype(np.float32)
+        """``n`` quantiles at levels (i + 0.5) / n, clipped to [floor, cap] and rounded (float32).
+        Memoised per (distribution, n): building a task with new overrides reuses them."""
+        try:
+            return _quantiles(self, n).copy()
+        except TypeError:  # unhashable fields (e.g. samples given as a list): computed, not memoised
+            return _quantiles.__wrapped__(self, n).copy()
+
+
+@functools.lru_cache(maxsize=256)
+def _quantiles(dist: LengthDist, n: int) -> np.ndarray:
+    levels = (np.arange(n) + 0.5) / n
+    if dist.samples is not None:
+        q = np.quantile(np.asarray(dist.samples, np.float64), levels)
+    else:
+        comps = dist.mixture or ((1.0, dist.median, dist.sigma),)
+        # quantiles of the mixture by inverting its CDF on a fine grid
+        grid = np.exp(np.linspace(np.log(max(dist.floor, 1)), np.log(dist.cap * 4.0), 4096))
+        cdf = np.zeros_like(grid)
+        for w, med, sig in comps:
+            z = (np.log(grid) - np.log(med)) / sig
+            cdf += w * np.array([statistics.NormalDist().cdf(v) for v in z])
+        cdf /= sum(w for w, _, _ in comps)
+        q = np.interp(levels, cdf, grid)
+    out = np.clip(np.round(q), dist.floor, dist.cap).astype(np.float32)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,127 @@ class TaskSpec:
     trace: dict | None = None
     w_memory: float = 0.05
     w_preempt: float = 0.05
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a task may be: every field's type and physical range, checked by gymjax.make (and so by the
+# server) before anything is built. A value outside gets an InvalidTaskField naming field and range.
+# ---------------------------------------------------------------------------------------------------
+
+MAX_GPUS = 4096
+MAX_HORIZON_STEPS = 10_000_000
+
+# TaskSpec fields: (kind, low, high, low_open); "int" means a Python/NumPy integer, never a bool
+SPEC_LIMITS: dict[str, tuple[str, float, float, bool]] = {
+    "n_gpus": ("int", 1, MAX_GPUS, False),
+    "tensor_parallel": ("int", 1, 64, False),
+    "horizon_steps": ("int", 1, MAX_HORIZON_STEPS, False),
+    "dt_s": ("float", 1e-3, 3600.0, False),  # one control interval: 1 ms .. 1 h of simulated time
+    "max_wait_s": ("float", 0.0, 86400.0, False),
+    "w_memory": ("float", 0.0, 100.0, False),
+    "w_preempt": ("float", 0.0, 100.0, False),
+}
+# EnvConfig sizes (they fix array shapes)
+CONFIG_LIMITS: dict[str, tuple[str, float, float, bool]] = {
+    "n_slots": ("int", 1, 4096, False),
+    "n_tenants": ("int", 1, 64, False),
+    "queue_cap": ("int", 1, 65536, False),
+    "window": ("int", 1, 4096, False),
+    "prefill_ring": ("int", 1, 4096, False),
+    "max_arrivals": ("int", 1, 65536, False),
+    "n_leaps": ("int", 1, 1024, False),
+    "n_hist": ("int", 2, 1024, False),
+    "n_quantiles": ("int", 2, 4096, False),
+    "preempt_per_leap": ("int", 0, 4096, False),
+}
+# TenantSpec fields
+TENANT_LIMITS: dict[str, tuple[str, float, float, bool]] = {
+    "priority": ("float", 0.0, 1000.0, True),
+    "slo_ttft_s": ("float", 0.0, 86400.0, True),
+    "slo_tpot_s": ("float", 0.0, 3600.0, True),
+    "spec_acceptance": ("float", 0.0, 0.99, False),  # 1 would accept every draft token: E(k) divides by 1 - a
+    "base_rate_rps": ("float", 0.0, 1e6, False),
+    "burst_high_mult": ("float", 0.0, 1e4, False),
+    "burst_low_mult": ("float", 0.0, 1e4, False),
+    "p_on_to_off": ("float", 0.0, 1.0, False),
+    "p_off_to_on": ("float", 0.0, 1.0, False),
+    "drift": ("float", -1.0, 1e3, False),
+    "diurnal_amp": ("float", 0.0, 1.0, False),
+    "diurnal_period_s": ("float", 0.0, 1e9, True),
+}
+
+
+class InvalidTaskField(ValueError):
+    """A task field of the wrong type or outside its range. ``field`` names it (as an override of
+    :func:`gymjax.make` would), ``allowed`` says what it may be."""
+
+    def __init__(self, field: str, allowed: str, got):
+        self.field = field
+        self.allowed = allowed
+        text = repr(got)
+        super().__init__(f"{field} must be {allowed}, got {text if len(text) <= 80 else text[:77] + '...'}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_number(v) -> bool:
+    return _is_int(v) or isinstance(v, (float, np.floating))
+
+
+def describe_limit(kind: str, low: float, high: float, low_open: bool) -> str:
+    """``"an integer in [1, 4096]"``, ``"a finite number in (0, 1]"``: how an error states a range."""
+    if kind == "int":
+        return f"an integer in {'(' if low_open else '['}{int(low)}, {int(high)}]"
+    return f"a finite number in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
+def check_field(field: str, value, limit: tuple[str, float, float, bool]) -> None:
+    """Raise :class:`InvalidTaskField` unless ``value`` has ``limit``'s type and range."""
+    kind, low, high, low_open = limit
+    ok_type = _is_int(value) if kind == "int" else _is_number(value)
+    if not ok_type or not np.isfinite(float(value)):
+        raise InvalidTaskField(field, describe_limit(*limit), value)
+    v = float(value)
+    if v > high or v < low or (low_open and v == low):
+        raise InvalidTaskField(field, describe_limit(*limit), value)
+
+
+def validate_spec(spec: TaskSpec) -> None:
+    """Check every field of ``spec`` against :data:`SPEC_LIMITS`, :data:`CONFIG_LIMITS` and
+    :data:`TENANT_LIMITS`, and the relations between them: ``tensor_parallel`` divides ``n_gpus``,
+    ``window`` <= ``queue_cap``, one ``n_tenants`` per tenant, ``burst_mirror`` names another
+    tenant. Raises :class:`InvalidTaskField` (a ``ValueError``) for the first field that fails."""
+    for name, limit in SPEC_LIMITS.items():
+        check_field(name, getattr(spec, name), limit)
+    if spec.n_gpus % spec.tensor_parallel:
+        raise InvalidTaskField("tensor_parallel", f"a divisor of n_gpus ({spec.n_gpus}) in [1, 64]", spec.tensor_parallel)
+    for name in ("name", "description", "model", "gpu"):
+        if not isinstance(getattr(spec, name), str):
+            raise InvalidTaskField(name, "a string", getattr(spec, name))
+    cfg = spec.config
+    if not isinstance(cfg, EnvConfig):
+        raise InvalidTaskField("config", "an EnvConfig", cfg)
+    for name, limit in CONFIG_LIMITS.items():
+        check_field(name, getattr(cfg, name), limit)
+    if not isinstance(cfg.use_trace, (bool, np.bool_)):
+        raise InvalidTaskField("use_trace", "a bool", cfg.use_trace)
+    if cfg.window > cfg.queue_cap:
+        raise InvalidTaskField("window", f"an integer in [1, queue_cap = {cfg.queue_cap}]", cfg.window)
+    tenants = spec.tenants
+    if not isinstance(tenants, tuple) or not tenants or not all(isinstance(t, TenantSpec) for t in tenants):
+        raise InvalidTaskField("tenants", "a non-empty tuple of TenantSpec", tenants)
+    if cfg.n_tenants != len(tenants):
+        raise InvalidTaskField("n_tenants", f"the number of tenants ({len(tenants)})", cfg.n_tenants)
+    for i, t in enumerate(tenants):
+        for name, limit in TENANT_LIMITS.items():
+            check_field(f"tenants[{i}].{name}", getattr(t, name), limit)
+        if not _is_int(t.burst_mirror) or not -1 <= t.burst_mirror < len(tenants) or t.burst_mirror == i:
+            raise InvalidTaskField(f"tenants[{i}].burst_mirror", f"-1 or another tenant's index in [0, {len(tenants) - 1}]", t.burst_mirror)
+        for name in ("prompt", "output"):
+            if not isinstance(getattr(t, name), LengthDist):
+                raise InvalidTaskField(f"tenants[{i}].{name}", "a LengthDist", getattr(t, name))
 
 
 def build_params(spec: TaskSpec) -> EnvParams:

@@ -11,7 +11,7 @@ Endpoints (docs/server.md has the full reference):
   session. Unlike openenv-core's stateless HTTP routes, HTTP episodes are real; ``POST /reset``
   with ``{}`` opens a session on the default task. ``POST /close`` frees a session.
 - ``GET /tasks`` (catalogue + action schemas), ``POST /grader`` (score of a session's own finished
-  episode), ``POST /baseline`` (a gymjax baseline run in-process).
+  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process).
 - ``GET /health``, ``GET /metadata``, ``GET /schema``, ``POST /mcp`` (openenv-core contract).
 
 Configuration (environment variables): ``INFERENCEGYM_TASKS`` (comma list, default all buildable
@@ -23,17 +23,21 @@ tasks), ``INFERENCEGYM_TASK_OVERRIDES`` (JSON applied to every task, e.g. sizes)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import multiprocessing
 import os
+import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, FastAPI, Query, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from openenv.core.env_server.exceptions import SessionCapacityError
 from openenv.core.env_server.http_server import HTTPEnvServer
 from openenv.core.env_server.types import ConcurrencyConfig, SchemaResponse
@@ -48,6 +52,7 @@ from server.models import (
     BaselineResponse,
     GraderResponse,
     ResetBody,
+    ResetFields,
     ServeActionModel,
     ServeObservationModel,
     ServeStateModel,
@@ -56,10 +61,14 @@ from server.models import (
     SessionStepResponse,
     StepBody,
     knob_errors,
+    safe_errors,
 )
-from server.runtime import RuntimeRegistry, SessionError
+from server.runtime import Episode, Prepared, RuntimeRegistry, SessionError, baseline_in_worker, baseline_worker_init, excerpt
+from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")
+
+BASELINE_MAX_STEPS = 4000  # n_seeds x horizon_steps of one /baseline request (16 seeds of a 250-step task)
 
 SEED_CONTRACT = (
     "key = jax.random.PRNGKey(seed); reset_key, step_key = jax.random.split(key); "
@@ -139,8 +148,13 @@ class GymHTTPServer(HTTPEnvServer):
         return env
 
 
-class BodyLimitMiddleware:
-    """Refuse HTTP request bodies larger than ``max_bytes`` with 413 (declared or streamed)."""
+class RequestGuard:
+    """ASGI middleware in front of every HTTP route: a request runs only once its whole body has
+    arrived, within ``max_bytes`` (413 beyond, declared or streamed), as UTF-8 and as JSON without
+    ``NaN`` or ``Infinity`` and not nested past the parser's depth (422: Python's ``json``, which
+    FastAPI uses, accepts the constants and answers 400 to the nesting). A client that
+    disconnects before its body is complete gets nothing run: no half-sent ``/step`` advances an
+    episode, no half-sent ``/reset`` opens a session."""
 
     def __init__(self, app, max_bytes: int):
         self.app = app
@@ -151,18 +165,30 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        chunks, size, more = [], 0, True
-        while more:
+            return await _reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+        chunks, size = [], 0
+        while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                log.info("%s %s: client left before its body was complete; nothing run", scope.get("method"), scope.get("path"))
+                return None
             if message["type"] != "http.request":
-                break
+                continue
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                return await self._refuse(send)
-            more = message.get("more_body", False)
+                return await _reply(send, 413, f"request body larger than {self.max_bytes} bytes")
+            if not message.get("more_body", False):
+                break
         body = b"".join(chunks)
+        if body:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                return await _reply(send, 422, "the body is not UTF-8 text; send a JSON object")
+            refusal = _json_refusal(text)
+            if refusal is not None:
+                return await _reply(send, 422, refusal)
         replayed = False
 
         async def replay():
@@ -174,16 +200,47 @@ class BodyLimitMiddleware:
 
         return await self.app(scope, replay, send)
 
-    async def _refuse(self, send):
-        msg = f'{{"detail": "request body larger than {self.max_bytes} bytes"}}'.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(msg)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": msg})
+
+class _Constant(Exception):
+    pass
+
+
+def _raise_constant(_name: str):
+    raise _Constant
+
+
+def _json_refusal(body: str) -> str | None:
+    """Why a JSON body is refused before any route sees it: it holds ``NaN``, ``Infinity`` or
+    ``-Infinity``, or it nests too deeply to parse. ``None`` otherwise (text that is not JSON at all
+    is left to the route, which answers 422, or JSON-RPC's parse error on ``/mcp``)."""
+    try:
+        json.loads(body, parse_constant=_raise_constant)
+    except _Constant:
+        return "NaN and Infinity are not JSON numbers; send finite numbers only"
+    except RecursionError:
+        return "the JSON body nests too deeply"
+    except ValueError:
+        return None
+    return None
+
+
+async def _reply(send, status: int, message: str) -> None:
+    msg = json.dumps({"detail": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(msg)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": msg})
+
+
+def ws_transport_max_bytes(max_body: int) -> int:
+    """The WebSocket transport limit the documented start commands give uvicorn (``ws_max_size``):
+    4x the message cap, so a message a little over the cap gets an error reply (the session goes on)
+    and nothing larger is ever buffered (1009, the connection closes)."""
+    return 4 * max_body
 
 
 def create_app(
@@ -219,6 +276,22 @@ def create_app(
     app.state.server = srv
     app.state.registry = reg
     baseline_gate = asyncio.Semaphore(1)
+    baseline_queue = _int_env("INFERENCEGYM_BASELINE_QUEUE", 4)
+    baseline_load = {"queued": 0}
+    pools: list[ProcessPoolExecutor] = []
+
+    def baseline_pool() -> ProcessPoolExecutor:
+        """One worker process for /baseline (spawned: JAX must not be forked), started on first use.
+        Its tracing, compiling and evaluation never hold the server's GIL, and it runs niced."""
+        if not pools:
+            pools.append(ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=baseline_worker_init))
+        return pools[0]
+
+    async def _stop_baseline_pool() -> None:
+        for p in pools:
+            p.shutdown(wait=False, cancel_futures=True)
+
+    app.router.on_shutdown.append(_stop_baseline_pool)
 
     # ---------------------------------------------------------------------------------------------
     @app.exception_handler(SessionError)
@@ -227,11 +300,17 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):
-        return JSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors(), custom_encoder={Exception: str})})
+        return JSONResponse(status_code=422, content={"detail": safe_errors(exc.errors())})
 
-    async def ensure_compiled(task: str | None) -> None:
-        if not reg.is_compiled(task):
-            await asyncio.get_running_loop().run_in_executor(None, reg.get, task)
+    @app.exception_handler(Exception)
+    async def _internal_error(_request: Request, exc: Exception):  # a fault of ours: logged, answered as JSON
+        log.error("unhandled %s: %s", type(exc).__name__, excerpt(str(exc), 300), exc_info=exc)
+        return JSONResponse(status_code=500, content={"detail": f"internal error ({type(exc).__name__})"})
+
+    async def prepare(episode: Episode, body: ResetFields) -> Prepared:
+        """Build what a reset needs in a worker thread: compiling a task or building it for new
+        overrides takes tens of ms to seconds, and the event loop serves every other session."""
+        return await asyncio.get_running_loop().run_in_executor(None, episode.prepare, body.task, body.seed, body.overrides)
 
     # ---------------------------------------------------------------------------------------------
     @app.post(
@@ -240,23 +319,26 @@ def create_app(
         tags=["Environment Control"],
         summary="Start an episode; returns the session id that /step, /state and /grader take",
     )
-    async def reset(body: ResetBody | None = Body(default=None)) -> JSONResponse:  # noqa: B008
+    async def reset(request: Request, body: ResetBody | None = Body(default=None)) -> JSONResponse:  # noqa: B008
         body = body or ResetBody()
-        await ensure_compiled(body.task)
-        created = False
-        if body.session_id is not None:
+        if body.session_id is not None:  # reset an existing session: nothing is created
             sid, env = body.session_id, await srv.session(body.session_id)
-        else:
-            sid, env = await srv.open_session()
-            created = True
+            prep = await prepare(env.episode, body)
+            payload = env.episode.start(prep, body.episode_id)
+            srv.touch(sid)
+            return JSONResponse({"observation": _obs(payload), "reward": None, "done": False, "session_id": sid})
+        # a new session: everything that may fail runs before it exists or frees it
+        prep = await prepare(Episode(reg), body)
+        sid, env = await srv.open_session()
         try:
-            payload = env.episode.reset(task=body.task, seed=body.seed, overrides=body.overrides, episode_id=body.episode_id)
-        except Exception:
-            if created:  # a refused reset leaves no session behind
+            payload = env.episode.start(prep, body.episode_id)
+            response = JSONResponse({"observation": _obs(payload), "reward": None, "done": False, "session_id": sid})
+            if await request.is_disconnected():  # nobody will learn its id
                 await srv.close_session(sid)
+            return response
+        except BaseException:
+            await srv.close_session(sid)
             raise
-        srv.touch(sid)
-        return JSONResponse({"observation": _obs(payload), "reward": None, "done": False, "session_id": sid})
 
     @app.post(
         "/step", response_model=SessionStepResponse, tags=["Environment Control"], summary="Apply a ServeAction to a session's episode"
@@ -274,7 +356,7 @@ def create_app(
         )
 
     @app.get("/state", response_model=ServeStateModel, tags=["State Management"], summary="A session's episode state")
-    async def state(session_id: str = Query(description="the id returned by POST /reset")) -> JSONResponse:
+    async def state(session_id: str = Query(max_length=64, description="the id returned by POST /reset")) -> JSONResponse:
         env = await srv.session(session_id)
         srv.touch(session_id)
         return JSONResponse(env.episode.state_dict(session_id))
@@ -284,6 +366,10 @@ def create_app(
         await srv.session(body.session_id)
         await srv.close_session(body.session_id)
         return {"session_id": body.session_id, "closed": True}
+
+    @app.get("/sessions", tags=["Environment Info"], summary="How many sessions are open (HTTP and WebSocket) and the cap")
+    async def sessions() -> dict:
+        return {"active": srv.active_sessions, "max": srv.max_concurrent_envs}
 
     @app.get("/schema", response_model=SchemaResponse, tags=["Schema"], summary="Action, observation and state JSON schemas")
     async def schema() -> SchemaResponse:
@@ -329,29 +415,61 @@ def create_app(
         body = body or BaselineBody()
         policies = gymjax.baselines.POLICIES
         if body.policy not in policies:
-            raise SessionError(422, f"unknown policy {body.policy!r}; valid: {sorted(policies)}", field="policy", valid=sorted(policies))
-        loop = asyncio.get_running_loop()
-        rt = await loop.run_in_executor(None, reg.get, body.task, False)
-        params, _ = rt.params_for(body.overrides)
-        async with baseline_gate:  # one evaluation at a time: it is a whole jitted rollout
-            scores = await loop.run_in_executor(None, _run_baseline, rt, params, body.policy, body.seed, body.n_seeds)
-        return {"task": rt.name, "policy": body.policy, "seed": body.seed, "scores": scores, "mean": sum(scores) / len(scores)}
+            raise SessionError(
+                422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
+            )
+        if baseline_load["queued"] >= baseline_queue:  # running + waiting: beyond it, come back later
+            raise SessionError(
+                429, f"{baseline_load['queued']} baseline runs queued (limit {baseline_queue}); retry later", limit=baseline_queue
+            )
+        baseline_load["queued"] += 1
+        try:
+            loop = asyncio.get_running_loop()
+            rt = await loop.run_in_executor(None, reg.get, body.task, False)
+            params, _ = await loop.run_in_executor(None, rt.params_for, body.overrides)
+            steps = int(params.horizon_steps) * body.n_seeds
+            if steps > BASELINE_MAX_STEPS:
+                raise SessionError(
+                    422,
+                    f"n_seeds x horizon_steps = {body.n_seeds} x {int(params.horizon_steps)} = {steps} steps; at most {BASELINE_MAX_STEPS}",
+                    field="n_seeds",
+                    max_steps=BASELINE_MAX_STEPS,
+                )
+            async with baseline_gate:  # one evaluation at a time, in a worker process at a lower CPU priority
+                scores, cached = await loop.run_in_executor(
+                    baseline_pool(), baseline_in_worker, rt.name, reg.base_overrides, body.policy, body.overrides, body.seed, body.n_seeds
+                )
+        finally:
+            baseline_load["queued"] -= 1
+        return {
+            "task": rt.name,
+            "policy": body.policy,
+            "seed": body.seed,
+            "scores": scores,
+            "mean": sum(scores) / len(scores),
+            "evaluator_cached": cached,
+        }
 
-    # openenv-core's routes (/ws, /mcp, /health, /metadata, ...) after ours; its stateless
-    # /reset, /step, /state and its /schema are dropped in favour of the ones above.
-    ours = {(r.path, frozenset(r.methods)) for r in app.router.routes if isinstance(r, APIRoute)}
+    # openenv-core's routes (/mcp, /health, /metadata, ...) after ours; its stateless /reset, /step,
+    # /state, its /schema and its /ws are dropped in favour of the ones here.
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await serve_session(websocket, srv, max_body)
+
+    ours = {_route_key(r) for r in app.router.routes if isinstance(r, APIRoute | APIWebSocketRoute)}
+    our_paths = {(kind, path) for kind, path, _ in ours}
     srv.register_routes(app)
     seen: set = set()
     kept = []
     for r in app.router.routes:
-        if isinstance(r, APIRoute):
-            key = (r.path, frozenset(r.methods))
-            if key in seen or (key not in ours and r.path in {p for p, _ in ours}):
+        if isinstance(r, APIRoute | APIWebSocketRoute):
+            key = _route_key(r)
+            if key in seen or (key not in ours and key[:2] in our_paths):
                 continue
             seen.add(key)
         kept.append(r)
     app.router.routes[:] = kept
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body)
+    app.add_middleware(RequestGuard, max_bytes=max_body)
 
     if prewarm:
 
@@ -372,29 +490,46 @@ def create_app(
     return app
 
 
+def _route_key(r) -> tuple[str, str, frozenset]:
+    if isinstance(r, APIWebSocketRoute):
+        return ("ws", r.path, frozenset())
+    return ("http", r.path, frozenset(r.methods))
+
+
 def _obs(payload: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in ("reward", "done")}
-
-
-def _run_baseline(rt, params, policy_name: str, seed: int, n_seeds: int) -> list[float]:
-    import jax
-
-    try:
-        policy = gymjax.baselines.POLICIES[policy_name](rt.env, params)
-    except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
-        raise SessionError(422, f"policy {policy_name!r} is not available on task {rt.name!r}: {e}", field="policy") from e
-    result = gymjax.evaluate(rt.env, params, policy, jax.random.PRNGKey(seed), n_seeds)
-    return [float(s) for s in jax.device_get(result["scores"])]
 
 
 app = create_app()
 
 
-def main(host: str = "0.0.0.0", port: int = 8000) -> None:
-    """Serve the app with uvicorn (``python -m server.app --port 8000``)."""
+def compile_all() -> int:
+    """Compile every served task once (``python -m server.app --compile-only``): with
+    ``JAX_COMPILATION_CACHE_DIR`` set, the executables land in JAX's persistent cache and a later
+    start loads them instead of compiling (the Docker image's warm cache). Returns an exit code."""
+    reg = app.state.registry
+    failed = 0
+    for name in reg.task_names:
+        t0 = time.perf_counter()
+        try:
+            reg.get(name)
+            print(f"compiled {name} in {time.perf_counter() - t0:.1f} s", flush=True)
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print(f"could not compile {name}: {e}", flush=True)
+    return 1 if failed or not reg.task_names else 0
+
+
+def main(host: str = "0.0.0.0", port: int = 8000, log_level: str = "info") -> None:
+    """Serve the app with uvicorn (``python -m server.app --port 8000``; ``make serve`` and the
+    Dockerfile run this), with the WebSocket transport limit :func:`ws_transport_max_bytes`."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, ws_max_size=_int_env("INFERENCEGYM_MAX_BODY_BYTES", 65536), log_level="info")
+    max_body = _int_env("INFERENCEGYM_MAX_BODY_BYTES", 65536)
+    # the event loop shares the GIL with worker threads (task builds, /baseline tracing): a shorter
+    # switch interval than Python's 5 ms bounds how long a step waits for it
+    sys.setswitchinterval(float(os.environ.get("INFERENCEGYM_SWITCH_INTERVAL_S") or 0.0005))
+    uvicorn.run(app, host=host, port=port, ws_max_size=ws_transport_max_bytes(max_body), log_level=log_level)
 
 
 if __name__ == "__main__":
@@ -403,5 +538,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="InferenceGym OpenEnv server")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile every served task and exit (the Dockerfile runs it at build time to fill JAX_COMPILATION_CACHE_DIR)",
+    )
     args = parser.parse_args()
-    main(host=args.host, port=args.port)
+    if args.compile_only:
+        raise SystemExit(compile_all())
+    main(host=args.host, port=args.port, log_level=args.log_level)

@@ -2,8 +2,10 @@
 
 Each WebSocket connection (and each HTTP session) owns one instance; all instances of a task share
 the task's compiled functions (:mod:`server.runtime`). ``reset``/``step`` are cheap after the
-first compilation, so the async variants run them inline on the event loop (no thread hop per
-step); only a task's first compilation is pushed to a worker thread.
+first compilation, so ``step_async`` runs inline on the event loop (no thread hop per step);
+``reset_async`` prepares the episode in a worker thread (a task's first compilation, or building it
+for overrides not seen before, takes tens of ms to seconds and must not stall other sessions) and
+starts it on the loop.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel
 import gymjax
 from gymjax.spaces import KNOB_NAMES
 from server.models import ServeActionModel, ServeObservationModel, ServeStateModel
-from server.runtime import Episode, RuntimeRegistry, SessionError
+from server.runtime import Episode, RuntimeRegistry, SessionError, excerpt
 
 ENV_NAME = "inferencegym"
 ENV_DESCRIPTION = (
@@ -37,6 +39,11 @@ def registry() -> RuntimeRegistry:
     if REGISTRY is None:
         REGISTRY = RuntimeRegistry()
     return REGISTRY
+
+
+def _unknown_fields(kwargs: dict) -> SessionError:
+    names = sorted(excerpt(k, 40) for k in kwargs)[:8]
+    return SessionError(422, f"unknown reset field(s) {names}; accepted: seed, episode_id, task, overrides")
 
 
 class InferenceGymEnvironment(Environment):
@@ -70,7 +77,7 @@ class InferenceGymEnvironment(Environment):
             return action.model_dump()
         if isinstance(action, gymjax.ServeAction):
             return action.to_dict()
-        raise TypeError(f"an action is a dict of the six knobs {list(KNOB_NAMES)}, got {type(action).__name__}")
+        raise SessionError(422, f"an action is an object of the six knobs {list(KNOB_NAMES)}, got {type(action).__name__}", field="action")
 
     # -- openenv-core Environment ------------------------------------------------------------------
     def reset(
@@ -80,16 +87,18 @@ class InferenceGymEnvironment(Environment):
         params-only ``overrides`` (e.g. ``{"horizon_steps": 50}``)."""
         self._check_open()
         if kwargs:
-            raise SessionError(422, f"unknown reset field(s) {sorted(kwargs)}; accepted: seed, episode_id, task, overrides")
+            raise _unknown_fields(kwargs)
         return self._observation(self.episode.reset(task=task, seed=seed, overrides=overrides, episode_id=episode_id))
 
     async def reset_async(
         self, seed: int | None = None, episode_id: str | None = None, task: str | None = None, overrides: dict | None = None, **kwargs: Any
     ) -> ServeObservationModel:
-        reg = self.episode.registry
-        if not reg.is_compiled(task):  # first use of a task compiles it: keep the event loop free
-            await asyncio.get_running_loop().run_in_executor(None, reg.get, task)
-        return self.reset(seed=seed, episode_id=episode_id, task=task, overrides=overrides, **kwargs)
+        self._check_open()
+        if kwargs:
+            raise _unknown_fields(kwargs)
+        prep = await asyncio.get_running_loop().run_in_executor(None, self.episode.prepare, task, seed, overrides)
+        self._check_open()  # closed while it was being prepared
+        return self._observation(self.episode.start(prep, episode_id))
 
     def step(self, action: Any, timeout_s: float | None = None, **kwargs: Any) -> ServeObservationModel:
         self._check_open()

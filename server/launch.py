@@ -27,7 +27,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(tasks: tuple[str, ...], overrides: dict | None = None, extra_env: dict | None = None, start_timeout_s: float = 120.0):
-    """Yield the base URL of ``python -m uvicorn server.app:app`` serving ``tasks``; kill it on exit."""
+    """Yield the base URL of ``python -m server.app`` (the documented start command: ``make serve``
+    and the Dockerfile run it) serving ``tasks``; kill it on exit."""
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -38,7 +39,7 @@ def running_server(tasks: tuple[str, ...], overrides: dict | None = None, extra_
     env.update(extra_env or {})
     log = tempfile.NamedTemporaryFile("w+", prefix="inferencegym-server-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "server.app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "server.app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
         env=env,
         stdout=log,

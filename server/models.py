@@ -9,9 +9,9 @@ vectors). Nothing here restates a range or a name.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Annotated, Any
 
-from fastapi.encoders import jsonable_encoder
 from openenv.core.env_server.types import Action, Observation, State
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -78,13 +78,57 @@ class ActionEnvelope(Action):
     model_config = ConfigDict(extra="allow")
 
 
+MAX_ERRORS = 16  # an error reply lists at most this many pydantic errors
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _json_value(v: Any) -> Any:
+    """``v`` as a JSON value an error reply may carry: small numbers, booleans, None and short
+    strings as they are; anything else (NaN, infinities, huge numbers, long strings, containers) as a
+    short excerpt of its ``repr``."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, int) and abs(v) < 2**53:
+        return v
+    if isinstance(v, float) and math.isfinite(v):
+        return v
+    if isinstance(v, str) and len(v) <= 80:
+        return v
+    return _excerpt(v if not isinstance(v, str) else repr(v))
+
+
+def _scalar(v: Any) -> Any:
+    return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+
+
+def safe_errors(errors: list[dict], loc_prefix: tuple = ()) -> list[dict]:
+    """Pydantic errors as an error reply carries them: at most :data:`MAX_ERRORS`, each ``loc`` part,
+    ``msg``, ``input`` and ``ctx`` value cut to a short excerpt (never the whole input a client sent),
+    and no NaN or infinity (so the reply is valid JSON)."""
+    out = []
+    for e in list(errors)[:MAX_ERRORS]:
+        loc = [p if isinstance(p, int) else _excerpt(str(p), 64) for p in list(e.get("loc") or ())[:8]]
+        item = {"type": str(e.get("type", "")), "loc": [*loc_prefix, *loc], "msg": _excerpt(str(e.get("msg", "")), 300)}
+        if "input" in e:
+            item["input"] = _json_value(e["input"])
+        ctx = e.get("ctx")
+        if isinstance(ctx, dict) and ctx:
+            item["ctx"] = {_excerpt(str(k), 40): _json_value(_scalar(v)) for k, v in list(ctx.items())[:8]}
+        out.append(item)
+    return out
+
+
 def knob_errors(errors: list[dict], knobs: tuple[Knob, ...], loc_prefix: tuple[str, ...] = ()) -> list[dict]:
-    """Pydantic errors of an action model as JSON, each about a knob naming its ``field``, ``range``
-    ([low, high] in the knob's unit) and ``unit``; ``loc_prefix`` places them in the request body."""
+    """Pydantic errors of an action model as JSON (:func:`safe_errors`), each about a knob naming its
+    ``field``, ``range`` ([low, high] in the knob's unit) and ``unit``; ``loc_prefix`` places them in
+    the request body."""
     by_name = {k.name: k for k in knobs}
     out = []
-    for e in jsonable_encoder(errors, custom_encoder={Exception: str}):
-        e["loc"] = [*loc_prefix, *(e.get("loc") or [])]
+    for e in safe_errors(errors, loc_prefix):
         name = next((str(p) for p in reversed(e["loc"]) if str(p) in by_name), None)
         if name is not None:
             k = by_name[name]
@@ -141,18 +185,26 @@ class ServeStateModel(State):
 _Seed = Annotated[int, Field(ge=0, le=2**31 - 1, strict=True, description="episode seed (same seed => same trajectory)")]
 
 
-class ResetBody(BaseModel):
-    """``POST /reset``: every field optional, ``{}`` starts a fresh session on the default task."""
+class ResetFields(BaseModel):
+    """A reset's fields (a WebSocket ``reset`` message's ``data``): every field optional."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{}, {"task": "static", "seed": 7, "overrides": {"horizon_steps": 50}}]}
     )
 
-    seed: _Seed | None = None
+    seed: _Seed | None = Field(default=None, description="episode seed; omit it and the server draws one (required for an official score)")
     episode_id: str | None = Field(default=None, max_length=255)
-    task: str | None = Field(default=None, description="a name from GET /tasks (default: the first)")
-    overrides: dict[str, int | float | str] = Field(default_factory=dict, description='task overrides, e.g. {"horizon_steps": 50}')
-    session_id: str | None = Field(default=None, description="reset this existing session instead of opening a new one")
+    task: str | None = Field(default=None, max_length=100, description="a name from GET /tasks (default: the first)")
+    # values are checked by gymjax.make (type and range per field, errors naming both)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, max_length=16, description='params-only task overrides, e.g. {"horizon_steps": 50} (an unofficial episode)'
+    )
+
+
+class ResetBody(ResetFields):
+    """``POST /reset``: every field optional, ``{}`` starts a fresh session on the default task."""
+
+    session_id: str | None = Field(default=None, max_length=64, description="reset this existing session instead of opening a new one")
 
 
 class SessionResetResponse(BaseModel):
@@ -165,7 +217,7 @@ class SessionResetResponse(BaseModel):
 class StepBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str = Field(description="the id returned by POST /reset")
+    session_id: str = Field(max_length=64, description="the id returned by POST /reset")
     # validated once, by the session's task's action model (its batch_cap range), so the 422 names
     # the range that applies; the schema shown is ServeActionModel's
     action: dict[str, Any] = Field(json_schema_extra=ServeActionModel.model_json_schema(), description="a ServeAction: the six knobs")
@@ -183,14 +235,24 @@ class SessionStepResponse(BaseModel):
 class SessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str
+    session_id: str = Field(max_length=64, description="the id returned by POST /reset")
 
 
 class GraderResponse(BaseModel):
     session_id: str
     task: str
     seed: int
-    score: float = Field(description="gymjax.grade of the session's finished episode, in [0, 1]")
+    score: float = Field(
+        description="gymjax.grade of the session's finished episode against the task's own horizon (shorter episodes score as "
+        "incomplete), in [0, 1]"
+    )
+    official: bool = Field(
+        description="the task as published: no overrides, a seed the server drew (none named by the client), the full horizon"
+    )
+    official_score: float | None = Field(description="score when official, else null: the only score a leaderboard may take")
+    unofficial_reasons: list[str] = Field(description="why the episode is not official (empty when it is)")
+    complete: bool = Field(description="the episode ran the task's full horizon")
+    task_horizon_steps: int = Field(description="the task's own horizon, the denominator of the score's completion factor")
     steps: int
     reward_sum: float
     episode: dict[str, Any] = Field(description="the episode's cumulative counters (gymjax.EpisodeStats)")
@@ -199,11 +261,13 @@ class GraderResponse(BaseModel):
 class BaselineBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: str | None = Field(default=None, description="a name from GET /tasks (default: the first)")
-    policy: str = Field(default="heuristic", description="a name from gymjax.baselines.POLICIES")
+    task: str | None = Field(default=None, max_length=100, description="a name from GET /tasks (default: the first)")
+    policy: str = Field(default="heuristic", max_length=100, description="a name from gymjax.baselines.POLICIES")
     seed: _Seed = 0
-    n_seeds: int = Field(default=1, ge=1, le=16, strict=True, description="episodes, evaluated by gymjax.evaluate with key PRNGKey(seed)")
-    overrides: dict[str, int | float | str] = Field(default_factory=dict)
+    n_seeds: int = Field(
+        default=1, ge=1, le=16, strict=True, description="episodes (keys split(PRNGKey(seed), n_seeds)); n_seeds x horizon <= 4000 steps"
+    )
+    overrides: dict[str, Any] = Field(default_factory=dict, max_length=16, description="params-only overrides, as for /reset")
 
 
 class BaselineResponse(BaseModel):
@@ -212,3 +276,4 @@ class BaselineResponse(BaseModel):
     seed: int
     scores: list[float]
     mean: float
+    evaluator_cached: bool = Field(description="the compiled evaluator of an earlier identical request was reused (no retrace)")

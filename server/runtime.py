@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import gymjax
+from gymjax.evaluation import make_evaluator
 from gymjax.spaces import KNOB_NAMES
+from gymjax.tasks import InvalidTaskField
 from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS, action_model
 
 log = logging.getLogger("inferencegym.server")
@@ -50,17 +52,42 @@ I32 = jnp.int32
 # Task overrides a client may pass to reset: they change params only, so they never recompile.
 CLIENT_OVERRIDES = ("horizon_steps", "model", "gpu", "n_gpus", "tensor_parallel", "dt_s", "max_wait_s")
 MAX_HORIZON_STEPS = 100_000
+EVALUATOR_CACHE = 16  # compiled baseline evaluators kept per task
 COUNTER_NAMES = ("arrived", "finished", "running", "waiting", "dropped")
 
 
+EXCERPT_CHARS = 80  # an error reply quotes at most this much of what a client sent
+MAX_MESSAGE_CHARS = 1000  # and its message is at most this long
+SEED_MAX = 2**31 - 1
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: how an error reply quotes a client's input."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a repr that fails is still quoted
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class SessionError(Exception):
-    """An error a client caused; ``status`` is the HTTP status it maps to."""
+    """An error a client caused; ``status`` is the HTTP status it maps to. The message is capped at
+    :data:`MAX_MESSAGE_CHARS`: a client's input enters it only through :func:`excerpt`."""
 
     def __init__(self, status: int, message: str, **detail: Any):
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 3] + "..."
         super().__init__(message)
         self.status = status
         self.message = message
         self.detail = detail
+
+    def __reduce__(self):  # crosses a process boundary intact (the /baseline worker raises it)
+        return (_session_error, (self.status, self.message, self.detail))
+
+
+def _session_error(status: int, message: str, detail: dict) -> SessionError:
+    return SessionError(status, message, **detail)
 
 
 def _env_json(name: str, default: Any) -> Any:
@@ -72,6 +99,32 @@ def served_task_overrides() -> dict[str, Any]:
     """Overrides the server applies to every task (``INFERENCEGYM_TASK_OVERRIDES``, JSON), e.g. smaller
     sizes for tests: ``{"n_slots": 32, "queue_cap": 64}``."""
     return dict(_env_json("INFERENCEGYM_TASK_OVERRIDES", {}))
+
+
+def check_overrides(overrides: Any) -> None:
+    """A session's overrides are an object of at most ``len(CLIENT_OVERRIDES)`` allowed names with
+    JSON scalar values (``gymjax.make`` then checks each value's type and range); 422 otherwise."""
+    if not isinstance(overrides, dict):
+        raise SessionError(422, f"overrides must be an object, got {type(overrides).__name__}", field="overrides")
+    bad = sorted(excerpt(k, 40) for k in overrides if k not in CLIENT_OVERRIDES)
+    if bad:
+        raise SessionError(
+            422,
+            f"override(s) {bad[:8]} not allowed; a session may override {list(CLIENT_OVERRIDES)}",
+            field="overrides",
+            allowed=list(CLIENT_OVERRIDES),
+        )
+    for k, v in overrides.items():
+        if not isinstance(v, (int, float, str)) or (isinstance(v, str) and len(v) > 64):
+            raise SessionError(422, f"overrides.{k} must be a number or a short string, got {excerpt(v)}", field=f"overrides.{k}")
+    h = overrides.get("horizon_steps")
+    if h is not None and (isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON_STEPS):
+        raise SessionError(
+            422,
+            f"overrides.horizon_steps must be an integer in [1, {MAX_HORIZON_STEPS}], got {excerpt(h)}",
+            field="overrides.horizon_steps",
+            range=[1, MAX_HORIZON_STEPS],
+        )
 
 
 def _pack(obs: jax.Array, metrics: gymjax.Observation, extra: list[jax.Array]) -> jax.Array:
@@ -123,6 +176,7 @@ class TaskRuntime:
         self.spec = self.env.spec
         env = self.env
         self._params_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self._evaluators: OrderedDict[tuple, Any] = OrderedDict()
         self._action_cache: dict[tuple, gymjax.ServeAction] = {}
         self._action_lock = threading.Lock()  # not self._lock: compile() parses an action while holding that
         self._lock = threading.Lock()
@@ -141,6 +195,8 @@ class TaskRuntime:
         }
         self.layout = self._layout(env.obs_dim, state_shape.episode)
 
+        task_horizon = self.params.horizon_steps
+
         def reset(seed, packed_params):
             params = pp.unpack(packed_params)
             reset_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -155,7 +211,8 @@ class TaskRuntime:
             )
             counters = jnp.stack([info["counters"][c].astype(F32) for c in COUNTER_NAMES])
             ep = info["episode"]
-            score = gymjax.grade(params, ep)
+            # graded against the task's own horizon: an episode shorter than it scores as incomplete
+            score = gymjax.grade(params.replace(horizon_steps=task_horizon), ep)
             extra = [reward, truncated, counters, score] + [getattr(ep, f) for f in self.episode_fields]
             return sp.pack(state), _pack(obs, info["metrics"], extra)
 
@@ -208,25 +265,13 @@ class TaskRuntime:
         return action
 
     def params_for(self, overrides: dict[str, Any]) -> tuple[gymjax.EnvParams, tuple]:
-        """(params, packed params) of this task with a client's params-only overrides (cached, bounded)."""
+        """(params, packed params) of this task with a client's params-only overrides (cached, bounded).
+
+        A new set of overrides builds the task (``gymjax.make``, tens of ms): call it off the event
+        loop (:meth:`Episode.prepare` is)."""
         if not overrides:
             return self.params, self.packed_params
-        bad = sorted(set(overrides) - set(CLIENT_OVERRIDES))
-        if bad:
-            raise SessionError(
-                422,
-                f"override(s) {bad} not allowed; a session may override {list(CLIENT_OVERRIDES)}",
-                field="overrides",
-                allowed=list(CLIENT_OVERRIDES),
-            )
-        h = overrides.get("horizon_steps")
-        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_HORIZON_STEPS):
-            raise SessionError(
-                422,
-                f"overrides.horizon_steps must be an integer in [1, {MAX_HORIZON_STEPS}], got {h!r}",
-                field="overrides.horizon_steps",
-                range=[1, MAX_HORIZON_STEPS],
-            )
+        check_overrides(overrides)
         key = tuple(sorted(overrides.items()))
         with self._lock:
             if key in self._params_cache:
@@ -234,16 +279,45 @@ class TaskRuntime:
                 return self._params_cache[key]
         try:
             env, params = gymjax.make(self.name, **{**self.base_overrides, **overrides})
+        except InvalidTaskField as e:  # gymjax.make's check of every field: type and physical range
+            raise SessionError(422, f"overrides.{e}", field=f"overrides.{e.field}", allowed=e.allowed) from e
         except (ValueError, TypeError, KeyError) as e:
-            raise SessionError(422, f"invalid overrides {overrides}: {e}", field="overrides") from e
+            raise SessionError(422, f"invalid overrides: {e}", field="overrides") from e
         if env.cfg != self.cfg or jax.tree.structure(params) != jax.tree.structure(self.params):  # would recompile
-            raise SessionError(422, f"overrides {overrides} change the env's static sizes", field="overrides")
+            raise SessionError(422, f"overrides {excerpt(overrides)} change the env's static sizes", field="overrides")
         entry = (params, self.pack_params(params))
         with self._lock:
             self._params_cache[key] = entry
             while len(self._params_cache) > 64:
                 self._params_cache.popitem(last=False)
         return entry
+
+    def run_baseline(self, policy_name: str, overrides: dict[str, Any], seed: int, n_seeds: int) -> tuple[list[float], bool]:
+        """Scores of baseline ``policy_name`` on ``n_seeds`` episodes (keys ``split(PRNGKey(seed),
+        n_seeds)``, as ``gymjax.evaluate``), and whether its compiled evaluator was reused.
+
+        The evaluator (``gymjax.evaluation.make_evaluator``: the one the evaluation code uses) is
+        cached per (policy, overrides, n_seeds), at most :data:`EVALUATOR_CACHE` of them, so a repeated
+        request is one run of a compiled program, not a retrace. Bounded by the caller (seeds x steps)."""
+        params, _ = self.params_for(overrides)
+        key = (policy_name, tuple(sorted(overrides.items())), n_seeds)
+        with self._lock:
+            fn = self._evaluators.get(key)
+            if fn is not None:
+                self._evaluators.move_to_end(key)
+        cached = fn is not None
+        if fn is None:
+            try:  # a policy closes over the params it was built for (e.g. the GPU's FP8 support)
+                policy = gymjax.baselines.POLICIES[policy_name](self.env, params)
+            except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
+                raise SessionError(422, f"policy {policy_name!r} is not available on task {self.name!r}: {e}", field="policy") from e
+            fn = make_evaluator(self.env, [policy], int(params.horizon_steps))
+            with self._lock:
+                self._evaluators[key] = fn
+                while len(self._evaluators) > EVALUATOR_CACHE:
+                    self._evaluators.popitem(last=False)
+        out = jax.device_get(fn(params, jax.random.split(jax.random.PRNGKey(seed), n_seeds)))
+        return [float(x) for x in np.asarray(out["score"][0])], cached
 
     def describe(self) -> dict[str, Any]:
         """The catalogue entry of this task (``GET /tasks``)."""
@@ -268,16 +342,51 @@ class TaskRuntime:
         }
 
 
-class RuntimeRegistry:
-    """Task name -> :class:`TaskRuntime`, built lazily and compiled once per process."""
+_WORKER_RUNTIMES: dict[tuple, TaskRuntime] = {}
 
-    def __init__(self, tasks: tuple[str, ...] | None = None, base_overrides: dict[str, Any] | None = None):
+
+def baseline_worker_init() -> None:
+    """The /baseline worker process runs at a lower CPU priority than the server, so a baseline
+    evaluation takes the CPU the sessions' steps leave."""
+    try:
+        os.nice(int(os.environ.get("INFERENCEGYM_BASELINE_NICE") or 10))
+    except OSError:
+        pass
+
+
+def baseline_in_worker(
+    task: str, base_overrides: dict[str, Any], policy: str, overrides: dict[str, Any], seed: int, n_seeds: int
+) -> tuple[list[float], bool]:
+    """:meth:`TaskRuntime.run_baseline` in the /baseline worker process, which keeps its own task
+    runtimes (and so its compiled evaluators) between requests."""
+    key = (task, tuple(sorted(base_overrides.items())))
+    rt = _WORKER_RUNTIMES.get(key)
+    if rt is None:
+        rt = _WORKER_RUNTIMES[key] = TaskRuntime(task, base_overrides)
+    return rt.run_baseline(policy, overrides, seed, n_seeds)
+
+
+class RuntimeRegistry:
+    """Task name -> :class:`TaskRuntime`, built lazily and compiled once per process; and the
+    server's own seed stream (:meth:`draw_seed`)."""
+
+    def __init__(self, tasks: tuple[str, ...] | None = None, base_overrides: dict[str, Any] | None = None, eval_seed: int | None = None):
         self._wanted = tasks
         self.base_overrides = served_task_overrides() if base_overrides is None else dict(base_overrides)
         self._runtimes: dict[str, TaskRuntime] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
         self._names: tuple[str, ...] | None = None
+        if eval_seed is None and os.environ.get("INFERENCEGYM_EVAL_SEED"):
+            eval_seed = int(os.environ["INFERENCEGYM_EVAL_SEED"])
+        self._seeds = np.random.default_rng(eval_seed)  # None: OS entropy, so no client can predict it
+        self._seed_lock = threading.Lock()
+
+    def draw_seed(self) -> int:
+        """The next seed of the server's own stream (a reset that names no seed gets one). Seeded by
+        ``INFERENCEGYM_EVAL_SEED`` for a reproducible evaluation run, else by OS entropy."""
+        with self._seed_lock:
+            return int(self._seeds.integers(0, SEED_MAX, endpoint=True))
 
     @property
     def task_names(self) -> tuple[str, ...]:
@@ -288,7 +397,7 @@ class RuntimeRegistry:
             names = []
             for n in wanted:
                 try:
-                    self.get(n, compile=False)
+                    self._build(n)
                     names.append(n)
                 except SessionError as e:
                     log.warning("task %s not served: %s", n, e.message)
@@ -296,38 +405,63 @@ class RuntimeRegistry:
         return self._names
 
     def get(self, name: str | None, compile: bool = True) -> TaskRuntime:
+        """The runtime of served task ``name`` (default: the first), compiled unless ``compile`` is
+        False; 422 for anything that is not a served task's name."""
+        names = self.task_names
         if name is None:
-            name = self.task_names[0]
-        with self._lock:
-            rt = self._runtimes.get(name)
-            if rt is None:
-                if self._names is not None and name not in self._names:
-                    raise SessionError(
-                        422, f"unknown task {name!r}; valid tasks: {list(self._names)}", field="task", valid=list(self._names)
-                    )
-                if name not in gymjax.registered_envs():
-                    valid = list(self._names) if self._names is not None else list(gymjax.registered_envs())
-                    raise SessionError(422, f"unknown task {name!r}; valid tasks: {valid}", field="task", valid=valid)
-                if name in self._errors:
-                    raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task")
-                try:
-                    rt = TaskRuntime(name, self.base_overrides)
-                except Exception as e:  # noqa: BLE001 - a task that cannot be built is reported, not fatal
-                    self._errors[name] = f"{type(e).__name__}: {e}"
-                    raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task") from e
-                self._runtimes[name] = rt
+            if not names:
+                raise SessionError(503, "no task is served", field="task")
+            name = names[0]
+        if not isinstance(name, str):
+            raise SessionError(422, f"task must be a task name (a string), got {excerpt(name)}", field="task", valid=list(names))
+        if name not in names:
+            raise SessionError(422, f"unknown task {excerpt(name)}; valid tasks: {list(names)}", field="task", valid=list(names))
+        rt = self._build(name)
         if compile:
             rt.compile()
         return rt
+
+    def _build(self, name: str) -> TaskRuntime:
+        with self._lock:
+            rt = self._runtimes.get(name)
+            if rt is not None:
+                return rt
+            if name not in gymjax.registered_envs():
+                valid = list(gymjax.registered_envs())
+                raise SessionError(422, f"unknown task {excerpt(name)}; valid tasks: {valid}", field="task", valid=valid)
+            if name in self._errors:
+                raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task")
+            try:
+                rt = TaskRuntime(name, self.base_overrides)
+            except Exception as e:  # noqa: BLE001 - a task that cannot be built is reported, not fatal
+                self._errors[name] = f"{type(e).__name__}: {e}"
+                raise SessionError(422, f"task {name!r} is not served: {self._errors[name]}", field="task") from e
+            self._runtimes[name] = rt
+            return rt
 
     def is_compiled(self, name: str | None) -> bool:
         rt = self._runtimes.get(name if name is not None else (self.task_names[0] if self.task_names else ""))
         return rt is not None and rt._compiled
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What an episode's start needs, made by :meth:`Episode.prepare` (off the event loop: it may
+    compile a task or build one with new overrides)."""
+
+    rt: TaskRuntime
+    params: Any
+    packed_params: Any
+    seed: int
+    seed_from_server: bool  # the server drew the seed (the client named none)
+    overrides: dict[str, Any]
+    as_published: bool  # the params are the task's own (no overrides, or overrides that change nothing)
+
+
 class Episode:
     """One session's episode over a shared :class:`TaskRuntime`. Not thread-safe: the server runs
-    a session's calls one at a time."""
+    a session's calls one at a time, on the event loop (:meth:`prepare`, which touches no episode
+    state, is the part that may run in a worker thread)."""
 
     def __init__(self, registry: RuntimeRegistry):
         self.registry = registry
@@ -338,6 +472,8 @@ class Episode:
         self.step_key = None
         self.task: str | None = None
         self.seed: int | None = None
+        self.seed_from_server = False
+        self.as_published = False
         self.overrides: dict[str, Any] = {}
         self.episode_id: str | None = None
         self.step_count = 0
@@ -350,28 +486,43 @@ class Episode:
         self.score: float | None = None
 
     # --------------------------------------------------------------------------------------------
-    def reset(
-        self, task: str | None = None, seed: int | None = None, overrides: dict | None = None, episode_id: str | None = None
-    ) -> dict[str, Any]:
-        """Start an episode; returns the observation payload (ServeObservationModel fields)."""
-        if seed is None:
-            seed = int(np.random.default_rng().integers(0, 2**31 - 1))
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**31 - 1:
-            raise SessionError(422, f"seed must be an integer in [0, {2**31 - 1}], got {seed!r}", field="seed", range=[0, 2**31 - 1])
-        if overrides is not None and not isinstance(overrides, dict):
-            raise SessionError(422, "overrides must be an object", field="overrides")
+    def prepare(self, task: str | None = None, seed: int | None = None, overrides: dict | None = None) -> Prepared:
+        """Check a reset's arguments and build what it needs (compile the task, build its params for
+        ``overrides``); touches no episode state, so it may run in a worker thread."""
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+            raise SessionError(422, f"seed must be an integer in [0, {SEED_MAX}], got {excerpt(seed)}", field="seed", range=[0, SEED_MAX])
+        overrides = {} if overrides is None else overrides
+        check_overrides(overrides)
+        overrides = dict(overrides)
         rt = self.registry.get(task)
-        overrides = dict(overrides or {})
         params, packed_params = rt.params_for(overrides)
-        state, step_key, packed = rt.reset_fn(seed, packed_params)
+        drawn = seed is None
+        published = params is rt.params or _same_tree(params, rt.params)
+        return Prepared(rt, params, packed_params, self.registry.draw_seed() if drawn else seed, drawn, overrides, published)
+
+    def start(self, prep: Prepared, episode_id: str | None = None) -> dict[str, Any]:
+        """Start the episode ``prep`` describes (one jitted reset); returns the observation payload."""
+        if episode_id is not None and (not isinstance(episode_id, str) or len(episode_id) > 255):
+            raise SessionError(422, f"episode_id must be a string of at most 255 characters, got {excerpt(episode_id)}", field="episode_id")
+        rt = prep.rt
+        state, step_key, packed = rt.reset_fn(prep.seed, prep.packed_params)
         host = np.asarray(packed).tolist()
-        self.rt, self.params, self.packed_params, self.state, self.step_key = rt, params, packed_params, state, step_key
-        self.task, self.seed, self.overrides, self.episode_id = rt.name, seed, overrides, episode_id
+        self.rt, self.params, self.packed_params, self.state, self.step_key = rt, prep.params, prep.packed_params, state, step_key
+        self.task, self.seed, self.seed_from_server, self.overrides = rt.name, prep.seed, prep.seed_from_server, dict(prep.overrides)
+        self.as_published = prep.as_published
+        self.episode_id = episode_id
         self.step_count, self.done, self.reward_sum, self.score, self.final_episode = 0, False, 0.0, None, None
-        self.horizon = int(params.horizon_steps)
+        self.horizon = int(prep.params.horizon_steps)
         self.action_in_force = rt.env.default_action().to_dict()
         self.counters = {c: 0 for c in COUNTER_NAMES}
         return self._payload(host, reward=None)
+
+    def reset(
+        self, task: str | None = None, seed: int | None = None, overrides: dict | None = None, episode_id: str | None = None
+    ) -> dict[str, Any]:
+        """Start an episode (:meth:`prepare` then :meth:`start`, in this thread); returns the
+        observation payload (ServeObservationModel fields). No seed: the server draws one."""
+        return self.start(self.prepare(task, seed, overrides), episode_id)
 
     def validate(self, fields: Mapping[str, Any]) -> gymjax.ServeAction:
         """This episode's task's ServeAction of a client's action fields (:meth:`TaskRuntime.parse_action`:
@@ -440,7 +591,13 @@ class Episode:
         }
 
     def grade(self) -> dict[str, Any]:
-        """The grader's verdict on this session's own finished episode."""
+        """The grader's verdict on this session's own finished episode.
+
+        ``score`` is ``gymjax.grade`` of the episode against the task's own horizon (an episode
+        shorter than it scores as incomplete: F = steps / the task's horizon). It is ``official``
+        only for the task as published: no overrides that change its params, a seed the server drew
+        (the client named none) and the task's full horizon; otherwise ``official_score`` is null and
+        ``unofficial_reasons`` says why."""
         if self.rt is None:
             raise SessionError(409, "no episode: reset and step to the horizon first")
         if not self.done:
@@ -450,11 +607,32 @@ class Episode:
             is_int, is_scalar = self.rt.episode_kinds[f]
             v = [int(x) for x in v] if is_int else v
             episode[f] = v[0] if is_scalar else v
+        task_horizon = int(self.rt.params.horizon_steps)
+        reasons = []
+        if not self.as_published:
+            reasons.append(f"overrides {sorted(self.overrides)}: not the task as published")
+        if not self.seed_from_server:
+            reasons.append("the client chose the seed (official episodes use a seed the server draws)")
+        complete = self.step_count >= task_horizon
+        if not complete:
+            reasons.append(f"incomplete: {self.step_count} of the task's {task_horizon} steps")
+        official = not reasons
         return {
             "task": self.task,
             "seed": self.seed,
             "score": self.score,
+            "official": official,
+            "official_score": self.score if official else None,
+            "unofficial_reasons": reasons,
+            "complete": complete,
+            "task_horizon_steps": task_horizon,
             "steps": self.step_count,
             "reward_sum": self.reward_sum,
             "episode": episode,
         }
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Whether two params pytrees hold the same values (host comparison, leaf by leaf)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb, strict=True))

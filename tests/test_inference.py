@@ -36,12 +36,13 @@ REPLIES = [
 
 class Stub(BaseHTTPRequestHandler):
     calls: list[dict] = []
+    replies: list[str] = REPLIES
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         body = json.loads(self.rfile.read(int(self.headers["content-length"])))
         n = len(Stub.calls)
         Stub.calls.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
-        content = REPLIES[n % len(REPLIES)]
+        content = Stub.replies[n % len(Stub.replies)]
         out = json.dumps(
             {
                 "id": f"stub-{n}",
@@ -65,6 +66,7 @@ class Stub(BaseHTTPRequestHandler):
 @pytest.fixture()
 def stub_url():
     Stub.calls = []
+    Stub.replies = REPLIES
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
@@ -82,9 +84,14 @@ LINE = {
 }
 
 
-def test_inference_runs_an_episode_with_fallbacks_and_the_required_log_format(stub_url):
-    k = 2
-    horizon = TEST_SIZES["horizon_steps"]
+SUMMARY = re.compile(
+    r"^# (\S+): the model's own actions played (\d+) of (\d+) steps \(heuristic fallback (\d+)\); "
+    r"episode grade ([\d.]+), credited to the model ([\d.]+)$",
+    re.M,
+)
+
+
+def run_inference(stub_url: str, k: int) -> subprocess.CompletedProcess:
     env = dict(
         os.environ,
         API_BASE_URL=stub_url,
@@ -98,6 +105,13 @@ def test_inference_runs_an_episode_with_fallbacks_and_the_required_log_format(st
     env.pop("API_KEY", None)
     r = subprocess.run([sys.executable, "inference.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_inference_runs_an_episode_with_fallbacks_and_the_required_log_format(stub_url):
+    k = 2
+    horizon = TEST_SIZES["horizon_steps"]
+    r = run_inference(stub_url, k)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("[")]
     assert LINE["START"].match(lines[0]).groups() == ("static", "inferencegym", "stub-model")
     steps = [LINE["STEP"].match(ln) for ln in lines[1:-1]]
@@ -131,3 +145,25 @@ def test_inference_runs_an_episode_with_fallbacks_and_the_required_log_format(st
     assert 0.0 < float(score) < 1.0
     assert success == ("true" if float(score) >= 0.5 else "false")
     assert rewards.split(",") == [m.group(3) for m in steps]
+
+    # the model's own actions played the steps of its valid replies (and the steps they were held);
+    # the score is the model's share of the episode's grade, never the fallback's
+    model_played = sum(1 for i in range(horizon) if REPLIES[(i // k) % len(REPLIES)] in (REPLIES[0], REPLIES[3]))
+    summary = SUMMARY.search(r.stderr)
+    assert summary, r.stderr[-2000:]
+    task, n_model, n_steps, n_fallback, grade, credited = summary.groups()
+    assert (task, int(n_model), int(n_steps), int(n_fallback)) == ("static", model_played, horizon, horizon - model_played)
+    assert float(credited) == pytest.approx(float(grade) * model_played / horizon, abs=1e-4)
+    assert float(score) == pytest.approx(min(max(float(credited), 1e-3), 1 - 1e-3), abs=1e-3)
+
+
+def test_an_episode_the_fallback_played_is_not_the_models_score(stub_url):
+    """The model never produced a valid action: the heuristic played every step, so the model is
+    credited nothing (the minimum score, no success), whatever the heuristic's episode scored."""
+    Stub.replies = ["I would raise the batch cap.", json.dumps({"batch_cap": "lots"})]
+    r = run_inference(stub_url, 3)
+    end = LINE["END"].match([ln for ln in r.stdout.splitlines() if ln.startswith("[")][-1])
+    assert end and end.group(1) == "false" and float(end.group(3)) == 0.001
+    task, n_model, n_steps, n_fallback, grade, credited = SUMMARY.search(r.stderr).groups()
+    assert int(n_model) == 0 and int(n_fallback) == int(n_steps) == TEST_SIZES["horizon_steps"]
+    assert float(credited) == 0.0 and float(grade) > 0.0  # the fallback's episode did score: it is not the model's

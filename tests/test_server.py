@@ -345,27 +345,101 @@ def test_env_client_episodes_over_websocket_match_the_in_process_env(url):
 
 
 @pytest.mark.slow
-def test_baseline_endpoint_scores_a_named_policy(http):
+def test_baseline_endpoint_scores_a_named_policy_bounded_cached_and_queued(http, url):
     r = http.post("/baseline", json={"task": "static", "policy": "no-such-policy"})
     assert r.status_code == 422 and "vllm-default" in r.json()["detail"]["valid"]
-    r = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0}, timeout=280)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert len(body["scores"]) == 1 and 0.0 <= body["mean"] <= 1.0
+    for body in ({"n_seeds": 17}, {"n_seeds": 2, "overrides": {"horizon_steps": 100_000}}, {"overrides": {"horizon_steps": 4001}}):
+        r = http.post("/baseline", json={"task": "static", "policy": "vllm-default", **body})
+        assert r.status_code == 422, (body, r.text)  # bounded: seeds, and seeds x horizon
+    first = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0, "n_seeds": 2}, timeout=280)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert len(body["scores"]) == 2 and 0.0 <= body["mean"] <= 1.0
+    again = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 0, "n_seeds": 2}, timeout=280).json()
+    assert again["evaluator_cached"] is True and again["scores"] == body["scores"]  # the compiled evaluator, reused
+    other_seed = http.post("/baseline", json={"task": "static", "policy": "vllm-default", "seed": 1, "n_seeds": 2}, timeout=280).json()
+    assert other_seed["evaluator_cached"] is True  # the seed is an argument, not a reason to retrace
+
+    async def burst():  # more concurrent runs than the queue holds (4): the rest get 429 at once
+        async with httpx.AsyncClient(base_url=url, timeout=280) as c:
+            reqs = [c.post("/baseline", json={"task": "static", "policy": "heuristic", "seed": i, "n_seeds": 1}) for i in range(8)]
+            return await asyncio.gather(*reqs)
+
+    codes = sorted(r.status_code for r in asyncio.run(burst()))
+    assert codes.count(429) >= 1 and set(codes) <= {200, 429} and codes.count(200) >= 1, codes
+    live = open_session(http, task="static")  # the sessions were never affected
+    assert http.post("/step", json={"session_id": live, "action": action(0)}).status_code == 200
+    http.post("/close", json={"session_id": live})
+
+
+# ------------------------------------------------------------------------------------------------
+# the grade cannot be gamed: only the task as published, on a server-drawn seed, over its full
+# horizon, gets an official score
+# ------------------------------------------------------------------------------------------------
+
+
+def play(http, **reset) -> dict:
+    sid = open_session(http, task="static", **reset)
+    done, i = False, 0
+    while not done:
+        r = http.post("/step", json={"session_id": sid, "action": action(i)})
+        assert r.status_code == 200, r.text
+        done, i = r.json()["done"], i + 1
+    g = http.post("/grader", json={"session_id": sid})
+    assert g.status_code == 200, g.text
+    http.post("/close", json={"session_id": sid})
+    return g.json()
+
+
+def test_the_official_score_is_only_for_the_task_as_published(http):
+    horizon = TEST_SIZES["horizon_steps"]
+    official = [play(http) for _ in range(2)]  # no seed, no overrides: the server draws the seeds
+    for g in official:
+        assert g["official"] is True and g["official_score"] == g["score"] and g["unofficial_reasons"] == []
+        assert g["complete"] is True and g["steps"] == g["task_horizon_steps"] == horizon
+    assert official[0]["seed"] != official[1]["seed"]  # the server's own stream
+    same_as_published = play(http, overrides={"n_gpus": 1, "dt_s": 1.0})  # overrides that change nothing
+    assert same_as_published["official"] is True
+
+    # route 1: overrides that change the task (more GPUs) are graded, never official
+    more_gpus = play(http, overrides={"n_gpus": 8})
+    assert more_gpus["official"] is False and more_gpus["official_score"] is None
+    assert any("overrides" in r for r in more_gpus["unofficial_reasons"]) and 0.0 <= more_gpus["score"] <= 1.0
+
+    # route 2: a short horizon scores as incomplete (F = steps / the task's horizon), never official
+    short = play(http, overrides={"horizon_steps": 3})
+    assert short["official"] is False and short["official_score"] is None and short["complete"] is False
+    assert short["steps"] == 3 and short["score"] <= 3 / horizon + 1e-6
+    assert any("incomplete" in r for r in short["unofficial_reasons"])
+
+    # route 3: a client-chosen seed (here the best of several) is never official
+    chosen = [play(http, seed=s) for s in range(4)]
+    best = max(chosen, key=lambda g: g["score"])
+    assert all(g["official"] is False and g["official_score"] is None for g in chosen)
+    assert any("seed" in r for r in best["unofficial_reasons"])
+    # the same episode as an official one, replayed by naming its seed, is graded the same but not official
+    replay = play(http, seed=official[0]["seed"])
+    assert replay["score"] == official[0]["score"] and replay["official"] is False
 
 
 def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
     import yaml
 
     docker = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
     port = yaml.safe_load((ROOT / "openenv.yaml").read_text())["port"]
-    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', (ROOT / "Makefile").read_text()).group(1)
+    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', makefile).group(1)
     assert f"EXPOSE {port}" in docker and f"PORT={port}" in docker
     assert "HEALTHCHECK" in docker and "/health" in docker.split("HEALTHCHECK", 1)[1]
-    # the image installs as CI does (the Makefile's extras, minus the dev tools)
+    # the image installs the extras CI installs (the Makefile's, minus the dev tools), at uv.lock's versions
     extras = [e for e in make_install.split(",") if e != "dev"]
-    assert f'python -m pip install -e ".[{",".join(extras)}]"' in docker
-    assert "server.app:app" in docker
+    export = re.search(r"uv export --frozen --no-dev ((?:--extra \w+ )+)", docker)
+    assert export and export.group(1).split() == [w for e in extras for w in ("--extra", e)]
+    # every documented start command is server.app's main(), which gives uvicorn the WebSocket limit
+    # (the server these tests run is started the same way: server.launch)
+    assert docker.rsplit("\nCMD ", 1)[1].strip() == '["python", "-m", "server.app"]'
+    serve = makefile.split("\nserve:", 1)[1].split("\n\n", 1)[0]
+    assert "-m server.app" in serve and "uvicorn" not in serve
 
 
 def test_websocket_step_with_a_bad_action_answers_a_validation_error_and_keeps_the_session(url):
@@ -392,3 +466,328 @@ def test_websocket_step_with_a_bad_action_answers_a_validation_error_and_keeps_t
     assert wrong_type["data"]["code"] == "VALIDATION_ERROR" and wrong_type["data"]["errors"][0]["loc"] == ["speculation_depth"]
     assert good["type"] == "observation" and good["data"]["observation"]["step"] == 1
     assert good["data"]["observation"]["action_in_force"] == pytest.approx(action(0), rel=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# reliability: cut-off requests, failed resets, NaN / non-object / binary input, echo size
+# ------------------------------------------------------------------------------------------------
+
+
+def active_sessions(http) -> int:
+    return http.get("/sessions").json()["active"]
+
+
+def send_cut_off(url: str, path: str, body: bytes, missing: int = 20) -> None:
+    """POST ``body`` declaring ``missing`` more bytes than it sends, then hang up."""
+    import socket
+
+    host, port = url.split("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {len(body) + missing}\r\n\r\n"
+        s.sendall(head.encode() + body)
+
+
+def test_cut_off_requests_run_nothing(http, url):
+    sid = open_session(http, task="static", seed=2)
+    before = active_sessions(http)
+    for _ in range(MAX_SESSIONS + 2):  # more than the cap: had any run, the cap would now refuse
+        send_cut_off(url, "/reset", b"{}")
+    step = json.dumps({"session_id": sid, "action": action(0)}).encode()
+    for _ in range(3):
+        send_cut_off(url, "/step", step)
+    time.sleep(0.5)
+    assert active_sessions(http) == before
+    assert http.get("/state", params={"session_id": sid}).json()["step_count"] == 0  # no cut-off step ran
+    r = http.post("/step", content=step, headers={"content-type": "application/json"})  # the same bytes, complete
+    assert r.status_code == 200 and r.json()["observation"]["step"] == 1
+    http.post("/close", json={"session_id": sid})
+
+
+BAD_OVERRIDES = [  # (overrides, the field the 422 names)
+    ({"dt_s": 0}, "dt_s"),
+    ({"dt_s": -1}, "dt_s"),
+    ({"max_wait_s": -5}, "max_wait_s"),
+    ({"n_gpus": -1}, "n_gpus"),
+    ({"n_gpus": 0.5}, "n_gpus"),
+    ({"n_gpus": 1e38}, "n_gpus"),
+    ({"n_gpus": "8"}, "n_gpus"),
+    ({"tensor_parallel": 0.5}, "tensor_parallel"),
+    ({"tensor_parallel": 3}, "tensor_parallel"),
+    ({"horizon_steps": True}, "horizon_steps"),
+    ({"horizon_steps": 0}, "horizon_steps"),
+    ({"gpu": "no-such-gpu"}, "overrides"),
+    ({"n_slots": 8}, "overrides"),
+    ({"horizon_steps": [1]}, "horizon_steps"),
+]
+
+
+def test_a_refused_reset_leaves_no_session_and_names_field_and_range(http):
+    before = active_sessions(http)
+    for overrides, field in BAD_OVERRIDES:
+        r = http.post("/reset", json={"task": "static", "overrides": overrides})
+        assert r.status_code == 422, (overrides, r.text)
+        detail = r.json()["detail"]
+        assert field in detail["field"], (overrides, detail)
+        if field in ("dt_s", "n_gpus", "max_wait_s", "tensor_parallel"):
+            assert re.search(r"[\[(][-\d.e+]+, [-\d.e+]+\]", detail["message"]), detail  # the allowed range
+    for raw in (b'{"overrides": {"dt_s": NaN}}', b'{"overrides": {"dt_s": Infinity}}', b'{"seed": -Infinity}'):
+        r = http.post("/reset", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "NaN" in r.json()["detail"]
+    assert active_sessions(http) == before
+
+
+BODY_ROUTES = ("/reset", "/step", "/close", "/grader", "/baseline")
+
+
+def test_nan_infinity_and_non_objects_get_422_with_a_short_echo(http):
+    sid = open_session(http, task="static")
+    bodies = [b"NaN", b"[1, NaN]", b'{"x": Infinity}', b"[]", b"1", b'"s"', b"true", b"{bad", b"\xff\xfe"]
+    bodies.append(json.dumps({"session_id": sid, "action": {**action(0), "batch_cap": "9" * 60_000}}).encode())
+    bodies.append(json.dumps({"task": "t" * 60_000}).encode())
+    bodies.append(json.dumps({"session_id": "s" * 60_000}).encode())
+    for path in BODY_ROUTES:
+        for raw in bodies:
+            r = http.post(path, content=raw, headers={"content-type": "application/json"})
+            assert r.status_code in (404, 413, 422), (path, raw[:40], r.status_code, r.text[:300])
+            assert len(r.content) < 4000, (path, raw[:40], len(r.content))  # an excerpt, never the input
+    assert http.get("/state", params={"session_id": sid}).json()["step_count"] == 0
+    http.post("/close", json={"session_id": sid})
+
+
+def test_websocket_bad_frames_get_errors_and_the_session_goes_on(http, url):
+    import websockets
+
+    before = active_sessions(http)
+    big = json.dumps({"type": "step", "data": {**action(0), "pad": "x" * 70_000}})  # over the 64 KiB cap, under 4x
+
+    async def play():
+        async with websockets.connect(url.replace("http", "ws", 1) + "/ws", open_timeout=30, max_size=2**22) as ws:
+
+            async def send(frame) -> dict:
+                await ws.send(frame)
+                return json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+
+            first = await send(json.dumps({"type": "reset", "data": {"task": "static", "seed": 4}}))
+            ok1 = await send(json.dumps({"type": "step", "data": action(0)}))
+            replies = []
+            for frame in (
+                "[]",
+                "1",
+                "null",
+                '"step"',
+                b"\x00\x01binary",
+                "{bad",
+                '{"type": "step", "data": {"batch_cap": NaN}}',
+                json.dumps({"type": "step", "data": []}),
+                json.dumps({"type": "step"}),
+                json.dumps({"type": 7}),
+                json.dumps({"type": "reset", "data": {"task": {"a": 1}}}),
+                json.dumps({"type": "reset", "data": {"seed": 1.5}}),
+                json.dumps({"type": "reset", "data": {"overrides": {"dt_s": 0}}}),
+                json.dumps({"type": "wat"}),
+                big,
+            ):
+                replies.append(await send(frame))
+            ok2 = await send(json.dumps({"type": "step", "data": action(1)}))
+            state = await send(json.dumps({"type": "state"}))
+            during = active_sessions(http)
+            return first, ok1, replies, ok2, state, during
+
+    first, ok1, replies, ok2, state, during = asyncio.run(asyncio.wait_for(play(), timeout=240))
+    assert first["type"] == ok1["type"] == "observation"
+    for r in replies:
+        assert r["type"] == "error" and r["data"]["code"] in ("INVALID_JSON", "VALIDATION_ERROR", "UNKNOWN_TYPE", "EXECUTION_ERROR"), r
+        assert len(json.dumps(r)) < 4000
+    assert replies[-1]["data"]["code"] == "INVALID_JSON" and "65536" in replies[-1]["data"]["message"]
+    assert "dt_s" in json.dumps(replies[12])  # a refused reset names the field
+    assert ok2["type"] == "observation" and ok2["data"]["observation"]["step"] == 2  # the episode went on, untouched
+    assert state["data"]["step_count"] == 2 and state["data"]["seed"] == 4
+    assert during == before + 1
+    time.sleep(0.3)
+    assert active_sessions(http) == before  # closed with the connection
+
+
+def test_websocket_frames_over_the_transport_limit_close_the_connection_and_free_the_session(http, url):
+    import websockets
+
+    before = active_sessions(http)
+
+    async def play():
+        async with websockets.connect(url.replace("http", "ws", 1) + "/ws", open_timeout=30, max_size=2**24) as ws:
+            await ws.send(json.dumps({"type": "state"}))
+            await asyncio.wait_for(ws.recv(), timeout=30)
+            await ws.send("x" * (4 * 65536 + 1))  # the uvicorn ws_max_size server.app's main() sets
+            try:
+                await asyncio.wait_for(ws.recv(), timeout=30)
+            except websockets.ConnectionClosed as e:
+                return e.rcvd.code if e.rcvd else None
+            return "answered"
+
+    assert asyncio.run(play()) == 1009
+    time.sleep(0.3)
+    assert active_sessions(http) == before
+
+
+def test_reset_preparation_runs_off_the_event_loop(monkeypatch):
+    """A reset's preparation (compiling a task, building it for new overrides: tens of ms to seconds)
+    runs in a worker thread, over HTTP and WebSocket, so it never stalls another session's step."""
+    from starlette.testclient import TestClient
+
+    import server.runtime as runtime
+    from server.app import create_app
+
+    seen = []
+
+    def prepare(self, task=None, seed=None, overrides=None):
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:
+            seen.append("worker thread")
+        raise runtime.SessionError(422, "stop here", field="task")
+
+    monkeypatch.setattr(runtime.Episode, "prepare", prepare)
+    app = create_app(tasks=("static",), task_overrides=TEST_SIZES, prewarm=False)
+    with TestClient(app) as client:
+        r = client.post("/reset", json={"task": "static", "overrides": {"horizon_steps": 7}})
+        assert r.status_code == 422 and client.get("/sessions").json()["active"] == 0
+        with client.websocket_connect("/ws") as ws:
+            ws.send_text(json.dumps({"type": "reset", "data": {"task": "static"}}))
+            assert ws.receive_json()["data"]["message"] == "stop here"
+    assert seen == ["worker thread", "worker thread"]
+
+
+# ------------------------------------------------------------------------------------------------
+# fuzzing, bounded (the long run is `make fuzz`: benchmarks/fuzz.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def test_schema_fuzz_and_websocket_fuzz_find_no_server_error_and_leak_nothing(http, url):
+    """A bounded schemathesis run over every HTTP operation (schema-valid and schema-violating
+    cases; /baseline only schema-violating, its valid cases compile evaluators) and a bounded random
+    WebSocket protocol run: no 5xx, no WebSocket session ended by the server, no session left open."""
+    from benchmarks.fuzz import fuzz_schema, fuzz_ws
+
+    before = active_sessions(http)
+    out = fuzz_schema(url, 70, skip_valid=("/baseline",))
+    assert out["server_errors"] == [] and out["transport_errors"] == [], out
+    assert out["cases"] >= 60 and len(out["per_operation"]) >= 10
+    ws = asyncio.run(asyncio.wait_for(fuzz_ws(url, 100, list(TASKS), seed=1, n_conn=2), timeout=240))
+    assert ws["destroyed_sessions"] == [] and ws["frames"] >= 100, ws
+    assert any(k.startswith("step:observation") for k in ws["replies"]) and any(k.startswith("bad:") for k in ws["replies"])
+    time.sleep(0.3)
+    assert active_sessions(http) <= before
+
+
+def test_stateful_sessions_behave_like_their_model(url):
+    """Hypothesis drives random sequences of resets (with and without seeds and horizon overrides,
+    valid and refused), steps (valid and bad actions), state, grader and close against the live
+    server and checks every reply against a model of the sessions: step counts, 404 after close, 409
+    after the horizon, official grades only for published episodes, no 5xx, nothing left open."""
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+    horizon = TEST_SIZES["horizon_steps"]
+    knob = {k.name: k for k in knob_table(TEST_SIZES["n_slots"])}
+
+    def knob_value(k):
+        return st.integers(int(k.low), int(k.high)) if k.kind == "int" else st.floats(k.low, k.high)
+
+    valid_actions = st.fixed_dictionaries({n: knob_value(k) for n, k in knob.items()})
+    bad_actions = st.one_of(
+        valid_actions.map(lambda a: {**a, "batch_cap": TEST_SIZES["n_slots"] + 1}),
+        valid_actions.map(lambda a: {**a, "speculation_depth": "2"}),
+        valid_actions.map(lambda a: {k: v for k, v in a.items() if k != "priority_routing"}),
+    )
+
+    class Sessions(RuleBasedStateMachine):
+        ids = Bundle("ids")
+
+        def __init__(self):
+            super().__init__()
+            self.c = httpx.Client(base_url=url, timeout=60)
+            self.base = self.c.get("/sessions").json()["active"]
+            self.model: dict[str, dict] = {}  # open sessions: steps, horizon, official-eligible
+            self.closed: set[str] = set()
+
+        @rule(target=ids, task=st.sampled_from(TASKS), seed=st.none() | st.integers(0, 2**31 - 1), h=st.none() | st.integers(1, 4))
+        def reset(self, task, seed, h):
+            body = {"task": task, **({"seed": seed} if seed is not None else {}), **({"overrides": {"horizon_steps": h}} if h else {})}
+            r = self.c.post("/reset", json=body)
+            assert r.status_code == 200, r.text
+            sid = r.json()["session_id"]
+            self.model[sid] = {"steps": 0, "horizon": h or horizon, "published": seed is None and h in (None, horizon)}
+            return sid
+
+        @rule(
+            overrides=st.dictionaries(
+                st.sampled_from(["n_gpus", "dt_s", "tensor_parallel", "max_wait_s", "bogus"]),
+                st.one_of(st.integers(-3, 3), st.floats(-2, 2), st.booleans(), st.text(max_size=3)),
+                min_size=1,
+            )
+        )
+        def reset_with_odd_overrides(self, overrides):
+            r = self.c.post("/reset", json={"task": "static", "overrides": overrides})
+            assert r.status_code in (200, 422), r.text
+            if r.status_code == 200:  # valid ones (e.g. n_gpus 2) open a session like any other
+                self.model[r.json()["session_id"]] = {"steps": 0, "horizon": horizon, "published": False}
+
+        @rule(sid=ids, a=valid_actions)
+        def step(self, sid, a):
+            r = self.c.post("/step", json={"session_id": sid, "action": a})
+            m = self.model.get(sid)
+            if m is None:
+                assert r.status_code == 404
+            elif m["steps"] >= m["horizon"]:
+                assert r.status_code == 409
+            else:
+                assert r.status_code == 200, r.text
+                m["steps"] += 1
+                assert r.json()["observation"]["step"] == m["steps"] and r.json()["done"] == (m["steps"] == m["horizon"])
+
+        @rule(sid=ids, a=bad_actions)
+        def bad_step(self, sid, a):
+            r = self.c.post("/step", json={"session_id": sid, "action": a})
+            assert r.status_code == (404 if sid not in self.model else 422), r.text
+
+        @rule(sid=ids)
+        def grade(self, sid):
+            r = self.c.post("/grader", json={"session_id": sid})
+            m = self.model.get(sid)
+            if m is None:
+                assert r.status_code == 404
+            elif m["steps"] < m["horizon"]:
+                assert r.status_code == 409
+            else:
+                g = r.json()
+                assert r.status_code == 200 and g["official"] is m["published"] and (g["official_score"] is None) is not m["published"]
+                assert g["complete"] is (m["steps"] >= horizon)
+
+        @rule(sid=ids)
+        def close(self, sid):
+            r = self.c.post("/close", json={"session_id": sid})
+            assert r.status_code == (200 if sid in self.model else 404)
+            self.model.pop(sid, None)
+            self.closed.add(sid)
+
+        @invariant()
+        def every_session_is_where_the_model_says(self):
+            for sid, m in self.model.items():
+                st_ = self.c.get("/state", params={"session_id": sid})
+                assert st_.status_code == 200 and st_.json()["step_count"] == m["steps"]
+            for sid in list(self.closed)[-3:]:
+                assert self.c.get("/state", params={"session_id": sid}).status_code == 404
+
+        def teardown(self):
+            for sid in list(self.model):
+                self.c.post("/close", json={"session_id": sid})
+            assert self.c.get("/sessions").json()["active"] <= self.base
+            self.c.close()
+
+    run_state_machine_as_test(
+        Sessions,
+        settings=settings(
+            max_examples=6, stateful_step_count=14, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        ),
+    )
