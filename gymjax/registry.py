@@ -41,11 +41,13 @@ def registered_envs() -> tuple[str, ...]:
 
 def task_spec(name: str, **overrides) -> TaskSpec:
     """The :class:`TaskSpec` of task ``name`` with ``overrides`` applied: :class:`TaskSpec` fields or
-    :class:`EnvConfig` sizes (``path`` goes to the ``trace`` task's builder)."""
+    :class:`EnvConfig` sizes (for the ``trace`` task, ``path``, ``dt_s``, ``speedup``, the SLOs and the
+    cluster go to its builder: :data:`gymjax.trace_tasks.TRACE_BUILDER_ARGS`)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; valid names are: {', '.join(registered_envs())}")
-    spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k == "path"}) if name == "trace" else _REGISTRY[name]()
-    overrides = {k: v for k, v in overrides.items() if k != "path"}
+    builder_args = trace_tasks.TRACE_BUILDER_ARGS if name == "trace" else ()
+    spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k in builder_args})
+    overrides = {k: v for k, v in overrides.items() if k not in builder_args}
     cfg_fields = {f.name for f in dataclasses.fields(EnvConfig)}
     spec_fields = {f.name for f in dataclasses.fields(TaskSpec)}
     cfg_over = {k: v for k, v in overrides.items() if k in cfg_fields}

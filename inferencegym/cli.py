@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("inferencegym.evaluate", "evaluate", "the baseline scoreboard; with --policy PATH, a saved policy against the baselines"),
     "inspect": ("inferencegym.evaluate", "inspect", "a saved policy's knob levels per burst phase"),
     "tune": ("inferencegym.sim", "tune", "grid-search the best constant action (and the oracle's table)"),
-    "traces": ("inferencegym.sim", "traces", "per-tenant statistics of trace CSV files"),
+    "trace": ("inferencegym.sim", "trace", "your own trace: `trace stats FILE` prints its rates and length percentiles"),
+    "traces": ("inferencegym.sim", "traces", "every per-tenant statistic of trace CSV files (trace stats --all)"),
     "calibrate": ("inferencegym.sim", "calibrate", "azure-replay's load calibration (SLO attainment of constant actions)"),
     "headroom": ("inferencegym.sim", "headroom", "what an adaptive policy could gain over the best constant on azure-replay"),
 }
