@@ -63,9 +63,11 @@ def load_tuning(path: str | Path, env, params=None) -> dict:
     path = Path(path)
     data = json.loads(path.read_text())
     if data.get("fingerprint") != fingerprint(env, params):
-        raise TuningMismatch(f"{path} was tuned for another configuration of this task ({data.get('task_args')}); "
-                             f"run `{data.get('command', 'inferencegym tune --trace FILE')}` with the flags you use now "
-                             "(the trace, model, GPU, SLOs and sizes must match)")
+        raise TuningMismatch(
+            f"{path} was tuned for another configuration of this task ({data.get('task_args')}); "
+            f"run `{data.get('command', 'inferencegym tune --trace FILE')}` with the flags you use now "
+            "(the trace, model, GPU, SLOs and sizes must match)"
+        )
     return data
 
 
@@ -86,6 +88,8 @@ def tune_hint(env) -> str:
     source = getattr(getattr(env, "spec", None), "source", None)
     if env.name == "trace":
         where = source or "FILE"
-        return (f"run `inferencegym tune --trace {where}` with the same model/GPU/SLO/size flags "
-                f"(it writes {side_path(where)}, which `inferencegym eval --trace` and `train --trace` read)")
+        return (
+            f"run `inferencegym tune --trace {where}` with the same model/GPU/SLO/size flags "
+            f"(it writes {side_path(where)}, which `inferencegym eval --trace` and `train --trace` read)"
+        )
     return f"run `inferencegym tune --task {env.name}`"

@@ -91,8 +91,23 @@ def test_eval_scores_the_tuned_constant(trace_copy, tuned, tmp_path, capsys):
 
 def test_train_on_the_trace(trace_copy, tuned, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--trace", str(trace_copy), *SIZES, "--num-envs", "4", "--num-steps", "8", "--total-steps", "64",
-            "--eval-seeds", "0", "--quiet", "--out", str(run)]
+    argv = [
+        "train",
+        "--trace",
+        str(trace_copy),
+        *SIZES,
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "8",
+        "--total-steps",
+        "64",
+        "--eval-seeds",
+        "0",
+        "--quiet",
+        "--out",
+        str(run),
+    ]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())["config"]
     assert config["task"] == "trace"
@@ -108,8 +123,26 @@ def test_overrides_reach_the_task(trace_copy):
     from inferencegym.evaluate import build_eval_parser
 
     p = build_eval_parser()
-    a = p.parse_args(["--trace", str(trace_copy), "--model", "llama-3-70b", "--gpu", "a100", "--n-gpus", "4",
-                      "--slo-ttft", "0.7", "--slo-tpot", "0.03", "--speedup", "2", "--horizon", "10"])
+    a = p.parse_args(
+        [
+            "--trace",
+            str(trace_copy),
+            "--model",
+            "llama-3-70b",
+            "--gpu",
+            "a100",
+            "--n-gpus",
+            "4",
+            "--slo-ttft",
+            "0.7",
+            "--slo-tpot",
+            "0.03",
+            "--speedup",
+            "2",
+            "--horizon",
+            "10",
+        ]
+    )
     env, params = make_trace_env(trace_kwargs(a, p), p)
     spec = env.spec
     assert (spec.model, spec.gpu, spec.n_gpus, spec.horizon_steps) == ("llama-3-70b", "a100", 4, 10)
@@ -119,15 +152,18 @@ def test_overrides_reach_the_task(trace_copy):
     assert base.spec.tenants[0].base_rate_rps * 2 == pytest.approx(spec.tenants[0].base_rate_rps, rel=0.05)  # 2x faster
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["tune", "--task", "trace"], "needs its CSV: inferencegym tune --trace FILE"),
-    (["eval", "--task", "trace"], "needs its CSV: inferencegym eval --trace FILE"),
-    (["train", "--task", "trace"], "needs its CSV: inferencegym train --trace FILE"),
-    (["eval", "--model", "llama-3-70b"], "apply to --trace FILE only"),
-    (["tune", "--trace", "no/such.csv"], "no such file"),
-    (["eval", "--trace", str(SLICE), "--gpu", "tpu"], "unknown gpu"),
-    (["eval", "--trace", str(SLICE), "--slo-ttft", "-1"], "SLOs must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["tune", "--task", "trace"], "needs its CSV: inferencegym tune --trace FILE"),
+        (["eval", "--task", "trace"], "needs its CSV: inferencegym eval --trace FILE"),
+        (["train", "--task", "trace"], "needs its CSV: inferencegym train --trace FILE"),
+        (["eval", "--model", "llama-3-70b"], "apply to --trace FILE only"),
+        (["tune", "--trace", "no/such.csv"], "no such file"),
+        (["eval", "--trace", str(SLICE), "--gpu", "tpu"], "unknown gpu"),
+        (["eval", "--trace", str(SLICE), "--slo-ttft", "-1"], "SLOs must be positive"),
+    ],
+)
 def test_usage_errors_name_the_fix(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
