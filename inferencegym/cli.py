@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tune": ("inferencegym.sim", "tune", "grid-search the best constant action (and the oracle's table)"),
     "trace": ("inferencegym.sim", "trace", "your own trace: `trace stats FILE` prints its rates and length percentiles"),
     "traces": ("inferencegym.sim", "traces", "every per-tenant statistic of trace CSV files (trace stats --all)"),
+    "render": ("inferencegym.render", "render", "draw one episode of a policy: timeline PNG and interactive HTML"),
     "calibrate": ("inferencegym.sim", "calibrate", "azure-replay's load calibration (SLO attainment of constant actions)"),
     "headroom": ("inferencegym.sim", "headroom", "what an adaptive policy could gain over the best constant on azure-replay"),
 }
