@@ -97,3 +97,23 @@ def test_best_constant_error_names_a_working_command(tmp_path):
     assert "best-constant" not in baselines.available(env)
     with pytest.raises(KeyError, match=r"inferencegym tune --trace .*mine\.csv"):
         baselines.best_constant(env, params)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine (Debian: apt-get install chromium)")
+def test_page_loads_and_plays_in_a_headless_browser(timeline, tmp_path):
+    """The page in a real browser: its script runs (the panels' SVG is built) and, opened as page.html#play,
+    it plays every step to the last."""
+    page = write_html(timeline, tmp_path / "ep.html")
+    out = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000", "--dump-dom", page.as_uri() + "#play"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    n = timeline["steps"]
+    assert f"step {n} / {n}" in out
+    assert out.count("<polyline") == sum(len(lines) for _, _, lines, _ in PANELS)
