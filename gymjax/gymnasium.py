@@ -70,7 +70,7 @@ def _episode_keys(key: jax.Array, horizon: int) -> tuple[jax.Array, jax.Array]:
     return k_reset, jax.vmap(lambda k: jax.random.split(k)[1])(jax.random.split(k_run, horizon))
 
 
-def _info(env: ServingEnv, params: EnvParams, info: dict) -> dict:
+def _info(params: EnvParams, info: dict) -> dict:
     """The step's info, reduced to arrays: per-tenant metrics summed, the score of the episode so far."""
     metrics = {k: jnp.sum(v) for k, v in info["metrics"].__dict__.items()}
     return {"metrics": metrics, "counters": info["counters"], "episode_score": grade(params, info["episode"])}
@@ -82,7 +82,7 @@ def _single_fns(env: ServingEnv):
 
     def step(key, state, action, params):
         obs, state, reward, _, truncated, info = env.step(key, state, action, params)
-        return info["final_obs"], state, reward, truncated, _info(env, params, info)
+        return info["final_obs"], state, reward, truncated, _info(params, info)
 
     return jax.jit(env.reset), jax.jit(step)
 
@@ -158,7 +158,7 @@ def _vector_fns(env: ServingEnv, num_envs: int):
     def step(step_keys, t, states, actions, params):
         def one(keys, t, state, action):
             obs, state, reward, _, truncated, info = env.step(keys[t], state, action, params)
-            return obs, state, reward, truncated, info["final_obs"], _info(env, params, info)
+            return obs, state, reward, truncated, info["final_obs"], _info(params, info)
 
         return jax.vmap(one)(step_keys, t, states, actions)
 
