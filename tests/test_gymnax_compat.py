@@ -22,7 +22,7 @@ def test_wrapper_steps_like_the_simulator(tiny_static, jit_step):
     assert isinstance(genv.observation_space(gp), gymnax_spaces.Box) and genv.observation_space(gp).shape == (env.obs_dim,)
     key = jax.random.PRNGKey(3)
     obs, state = genv.reset(key, gp)
-    obs_ref, state_ref = env.reset(key, params)
+    obs_ref, state_ref = jax.jit(env.reset)(key, params)
     np.testing.assert_array_equal(obs, obs_ref)
     step = jit_step(env)
     dones = []
