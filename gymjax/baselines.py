@@ -18,9 +18,7 @@ Factories take ``(env, params)`` and return the policy; ``POLICIES`` maps names 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from importlib import resources
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +26,7 @@ import numpy as np
 
 from gymjax.physics import deployment, observation, speculation
 from gymjax.presets import KV_BLOCK_TOKENS, PD_MODES
+from gymjax.tuned import load_packaged, tune_hint, tuning_for
 
 F32 = jnp.float32
 I32 = jnp.int32
@@ -144,32 +143,28 @@ def heuristic(env, params) -> Callable:
 
 
 def load_tuned() -> dict:
-    """The saved grid-search results (``gymjax/data/best_constant.json``), {} if absent."""
-    try:
-        text = resources.files("gymjax").joinpath("data", TUNED_FILE).read_text()
-    except FileNotFoundError:
-        return {}
-    return json.loads(text)
+    """The saved grid-search results of the registered tasks (``gymjax/data/best_constant.json``), {} if absent."""
+    return load_packaged()
 
 
-def best_constant(env, params) -> Callable:
-    tuned = load_tuned().get(env.name)
+def best_constant(env, params, tuned: dict | None = None) -> Callable:
+    """The tuned constant of ``env`` (``tuned``: a tuning entry; default :func:`gymjax.tuned.tuning_for`,
+    which also finds a user's trace's side file)."""
+    tuned = tuning_for(env, params) if tuned is None else tuned
     if tuned is None:
-        raise KeyError(
-            f"no tuned best-constant action for task {env.name!r}; run `inferencegym tune --task {env.name}` "
-            f"(tuned tasks: {sorted(load_tuned())})"
-        )
+        raise KeyError(f"no tuned best-constant action for task {env.name!r}; {tune_hint(env)} "
+                       f"(tuned registered tasks: {sorted(load_tuned())})")
     return constant_policy(env, tuned["best"]["action"])
 
 
-def has_oracle(env) -> bool:
-    tuned = load_tuned().get(env.name, {})
-    return "phases" in tuned
+def has_oracle(env, tuned: dict | None = None) -> bool:
+    tuned = tuning_for(env) if tuned is None else tuned
+    return "phases" in (tuned or {})
 
 
-def oracle(env, params) -> Callable:
+def oracle(env, params, tuned: dict | None = None) -> Callable:
     """Phase-aware: the tuned table's row for the current burst phase (read from the hidden state)."""
-    tuned = load_tuned().get(env.name, {})
+    tuned = (tuning_for(env, params) if tuned is None else tuned) or {}
     if "phases" not in tuned:
         raise KeyError(f"task {env.name!r} has no oracle (its load phases are not known)")
     table = jnp.asarray([p["action"] for p in tuned["phases"]], I32)  # [2**T, 6]
@@ -190,10 +185,11 @@ POLICIES: dict[str, Callable] = {
 }
 
 
-def available(env) -> list[str]:
-    """Baselines that exist for this env (best-constant needs a tuning, oracle known phases)."""
+def available(env, tuned: dict | None = None) -> list[str]:
+    """Baselines that exist for this env (best-constant needs a tuning, oracle known phases); ``tuned`` as
+    :func:`best_constant`."""
     names = ["random", "vllm-default", "heuristic"]
-    tuned = load_tuned().get(env.name)
+    tuned = tuning_for(env) if tuned is None else tuned
     if tuned is not None:
         names.append("best-constant")
         if "phases" in tuned:

@@ -111,7 +111,10 @@ def paired_diff(board: dict, a: str, b: str, key: str = "scores") -> tuple[float
     return mean_ci95(np.asarray(board[a][key]) - np.asarray(board[b][key]))
 
 
-def baseline_policies(env, params: EnvParams) -> dict[str, Policy]:
+def baseline_policies(env, params: EnvParams, tuned: dict | None = None) -> dict[str, Policy]:
     """The baselines that exist for this env (:func:`gymjax.baselines.available`: best-constant and the
-    oracle only where the task has a tuning)."""
-    return {n: baselines.POLICIES[n](env, params) for n in baselines.available(env)}
+    oracle only where the task has a tuning; ``tuned`` gives one explicitly, default
+    :func:`gymjax.tuned.tuning_for`)."""
+    tuned_kw = {} if tuned is None else {"tuned": tuned}
+    return {n: baselines.POLICIES[n](env, params, **(tuned_kw if n in ("best-constant", "oracle") else {}))
+            for n in baselines.available(env, tuned)}

@@ -23,7 +23,6 @@ _REGISTRY: dict[str, Callable[..., TaskSpec]] = {
 }
 
 
-TRACE_BUILDER_ARGS = ("path", "dt_s", "speedup")  # the "trace" task's builder takes these (it re-bins)
 # fixed by a replayed trace's binning (a smaller max_arrivals is allowed: the excess is counted dropped)
 TRACE_FIXED = frozenset({"dt_s", "n_tenants", "use_trace"})
 
@@ -46,11 +45,12 @@ def registered_envs() -> tuple[str, ...]:
 
 def task_spec(name: str, **overrides) -> TaskSpec:
     """The :class:`TaskSpec` of task ``name`` with ``overrides`` applied: :class:`TaskSpec` fields or
-    :class:`EnvConfig` sizes (``path``, ``dt_s`` and ``speedup`` go to the ``trace`` task's builder,
-    which bins the trace with them; a replayed trace's binning cannot be overridden otherwise)."""
+    :class:`EnvConfig` sizes (for the ``trace`` task, ``path``, ``dt_s``, ``speedup``, the SLOs and the
+    cluster go to its builder, :data:`gymjax.trace_tasks.TRACE_BUILDER_ARGS`, which bins the trace for
+    them; a replayed trace's binning cannot be overridden otherwise)."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown environment {name!r}; valid names are: {', '.join(registered_envs())}")
-    builder_args = TRACE_BUILDER_ARGS if name == "trace" else ()
+    builder_args = trace_tasks.TRACE_BUILDER_ARGS if name == "trace" else ()
     spec = _REGISTRY[name](**{k: v for k, v in overrides.items() if k in builder_args})
     overrides = {k: v for k, v in overrides.items() if k not in builder_args}
     if spec.trace is not None and set(overrides) & TRACE_FIXED:

@@ -98,6 +98,7 @@ class TaskSpec:
     config: EnvConfig = EnvConfig()
     # trace replay: per-bin arrivals [n_bins, T, A] (set by the trace tasks)
     trace: dict | None = None
+    source: str | None = None  # the trace file a user's trace task replays (absolute path), else None
     w_memory: float = 0.05
     w_preempt: float = 0.05
 

@@ -93,34 +93,51 @@ def azure_replay_task() -> TaskSpec:
     return azure_replay_spec()
 
 
+# the defaults of a user's trace tenants, and the ``gymjax.make("trace", ...)`` arguments its builder takes
+TRACE_SLO_TTFT_S = 2.0
+TRACE_SLO_TPOT_S = 0.08
+TRACE_BUILDER_ARGS = ("path", "dt_s", "speedup", "horizon_steps", "n_gpus", "n_slots", "queue_cap", "model", "gpu",
+                      "slo_ttft_s", "slo_tpot_s")
+
+
 def user_trace_spec(path: str | Path, *, dt_s: float = 1.0, speedup: float = 1.0, horizon_steps: int | None = None,
                     tenants: tuple[TenantSpec, ...] | None = None, n_gpus: int = 1, n_slots: int = 64,
-                    queue_cap: int = 256, model: str = "llama-3-8b", gpu: str = "h100") -> TaskSpec:
+                    queue_cap: int = 256, model: str = "llama-3-8b", gpu: str = "h100",
+                    slo_ttft_s: float = TRACE_SLO_TTFT_S, slo_tpot_s: float = TRACE_SLO_TPOT_S) -> TaskSpec:
     """The :class:`TaskSpec` of a user's trace CSV (generic or Azure format, see :mod:`gymjax.traces`).
 
-    Defaults: one tenant per distinct ``tenant`` value (or one), each with TTFT 2 s / TPOT 80 ms,
+    Defaults: one tenant per distinct ``tenant`` value (or one), each with TTFT ``slo_ttft_s`` (2 s) /
+    TPOT ``slo_tpot_s`` (80 ms),
     priority 1, speculation acceptance 0.7; Llama-3-8B on 1xH100; dt 1 s; no time scaling; a
     horizon of 200 steps, or, for a shorter trace, the whole trace plus :data:`DRAIN_S` seconds
     without arrivals to drain; 64 batch slots; a 256-request queue per tenant; ``max_arrivals`` =
     the largest per-interval count of any tenant.
     """
+    if not slo_ttft_s > 0 or not slo_tpot_s > 0:
+        raise ValueError(f"SLOs must be positive seconds, got slo_ttft_s={slo_ttft_s}, slo_tpot_s={slo_tpot_s}")
+    if not dt_s > 0 or not speedup > 0:
+        raise ValueError(f"dt_s and speedup must be positive, got dt_s={dt_s}, speedup={speedup}")
     tr = load_trace(path)
     if tenants is None:
-        tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=2.0, slo_tpot_s=0.08, spec_acceptance=0.7) for n in tr.tenant_names)
+        tenants = tuple(TenantSpec(name=n, priority=1.0, slo_ttft_s=float(slo_ttft_s), slo_tpot_s=float(slo_tpot_s),
+                                   spec_acceptance=0.7) for n in tr.tenant_names)
     replay_and_drain_steps = int((tr.arrival_s[-1] - tr.arrival_s[0]) / speedup // dt_s) + 1 + int(np.ceil(DRAIN_S / dt_s))
-    return trace_task_spec(
+    spec = trace_task_spec(
         tr, "trace", f"Replay of {Path(path).name}: {tr.n_requests} requests, {tr.n_tenants} tenant(s) "
         f"({', '.join(tr.tenant_names)}), {tr.duration_s:.0f} s, on {model} / {n_gpus}x{gpu}.",
         tenants, dt_s=dt_s, speedup=speedup, horizon_steps=min(200, replay_and_drain_steps) if horizon_steps is None else horizon_steps,
         n_gpus=n_gpus, n_slots=n_slots, queue_cap=queue_cap, model=model, gpu=gpu,
     )
+    return dataclasses.replace(spec, source=str(Path(path).resolve()))
 
 
 def user_trace_task(path: str | Path | None = None, **kw) -> TaskSpec:
-    """The ``trace`` task: :func:`user_trace_spec` of ``path`` (``dt_s``/``speedup`` re-bin the trace)."""
+    """The ``trace`` task's builder: ``gymjax.make("trace", path=..., ...)`` passes the arguments of
+    :func:`user_trace_spec` named in :data:`TRACE_BUILDER_ARGS` here (so the trace is binned for them and
+    the description names them); other overrides apply to the spec afterwards."""
     if path is None:
-        raise ValueError('the "trace" task needs a CSV: gymjax.make("trace", path="my.csv"); '
-                         "format: arrival_s,prompt_tokens,output_tokens[,tenant] (see docs/traces.md)")
+        raise ValueError('the "trace" task needs a CSV: gymjax.make("trace", path="my.csv"), or on the command line '
+                         "--trace my.csv; format: arrival_s,prompt_tokens,output_tokens[,tenant] (see docs/traces.md)")
     return user_trace_spec(path, **kw)
 
 

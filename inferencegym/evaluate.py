@@ -7,7 +7,7 @@ import argparse
 import time
 from pathlib import Path
 
-from inferencegym.common import RESULTS_DIR, write_json
+from inferencegym.common import RESULTS_DIR, add_trace_args, make_trace_env, parse_pairs, trace_kwargs, write_json
 
 BASELINE_SEEDS = 8  # default evaluation seeds of the baseline scoreboard
 POLICY_SEEDS = 16  # default evaluation seeds of a saved policy's scoreboard
@@ -25,7 +25,11 @@ def build_eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default=None, help="a run directory (runs/<task>) or its policy.msgpack: score that policy")
     p.add_argument("--sample", action="store_true", help="with --policy: sample actions instead of the greedy argmax")
     p.add_argument("--no-baselines", action="store_true", help="with --policy: score the policy alone")
-    p.add_argument("--json", default=None, help="with --policy: also write its scoreboard to this file")
+    p.add_argument("--json", default=None, help="with --policy or --trace: also write the scoreboard to this file")
+    p.add_argument("--tuned", default=None, metavar="FILE",
+                   help="with --trace: the tuning to use as best-constant (default FILE.tuned.json beside the trace, if it exists)")
+    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="with --trace: another gymjax.make override, e.g. queue_cap=128")
+    add_trace_args(p)
     return p
 
 
@@ -33,8 +37,19 @@ def evaluate(argv: list[str] | None = None) -> int:
     """``inferencegym eval ...``; returns the exit code."""
     p = build_eval_parser()
     a = p.parse_args(argv)
+    trace = trace_kwargs(a, p, parse_pairs(a.env, "--env"))
+    if (a.env or a.tuned) and trace is None:
+        p.error("--env and --tuned apply to --trace FILE only")
     if a.policy is not None:
+        if trace is not None:
+            p.error("a saved policy is scored on the task it was trained on (its config.json); drop --trace")
         return _eval_policy(a)
+    if trace is not None:
+        if a.task:
+            p.error("give --trace FILE or --task, not both")
+        return _eval_trace(a, p, trace)
+    if a.task and "trace" in a.task:
+        p.error("the trace task needs its CSV: inferencegym eval --trace FILE")
     import gymjax
     from gymjax.evaluation import baseline_policies, scoreboard
     from gymjax.report import add_paired, plot_board, print_board
@@ -56,6 +71,34 @@ def evaluate(argv: list[str] | None = None) -> int:
     write_json(a.out / "scoreboard.json", {"seeds": n_seeds, "board": board})
     plot_board(board, a.out / "scoreboard.png")
     print(f"wrote {a.out / 'scoreboard.json'} and scoreboard.png")
+    return 0
+
+
+def _eval_trace(a: argparse.Namespace, p: argparse.ArgumentParser, kwargs: dict) -> int:
+    from gymjax.evaluation import baseline_policies, scoreboard
+    from gymjax.report import add_paired, print_task
+    from gymjax.tuned import TuningMismatch, load_tuning, side_path, tune_hint
+
+    n_seeds = BASELINE_SEEDS if a.seeds is None else a.seeds
+    if n_seeds < 2:
+        p.error("--seeds must be >= 2 for a confidence interval")
+    env, params = make_trace_env(kwargs, p)
+    print(env.spec.description)
+    tuned_path = Path(a.tuned) if a.tuned else side_path(kwargs["path"])
+    tuned = None
+    try:
+        tuned = load_tuning(tuned_path, env, params)
+        print(f"best-constant: {tuned['best']['typed']} (from {tuned_path})")
+    except FileNotFoundError:
+        if a.tuned:
+            p.error(f"--tuned {a.tuned}: no such file")
+        print(f"no tuning at {tuned_path}, so no best-constant on this board; to add it, {tune_hint(env)}")
+    except TuningMismatch as e:
+        p.error(str(e))
+    board = add_paired(scoreboard(env, params, baseline_policies(env, params, tuned), n_seeds))
+    print_task(f"trace {Path(kwargs['path']).name}", board)
+    if a.json:
+        write_json(a.json, {"seeds": n_seeds, "task_args": kwargs, "board": board})
     return 0
 
 

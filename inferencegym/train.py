@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from inferencegym.common import parse_pairs, progress_bar, write_json
+from inferencegym.common import add_trace_args, make_trace_env, parse_pairs, progress_bar, trace_kwargs, write_json
 
 
 def build_train_parser(prog: str = "inferencegym train") -> argparse.ArgumentParser:
@@ -28,17 +28,29 @@ def build_train_parser(prog: str = "inferencegym train") -> argparse.ArgumentPar
     p.add_argument("--out", default=None, help="output directory (default runs/<task>)")
     p.add_argument("--eval-seeds", type=int, default=16, help="evaluation episodes per policy (0: skip the scoreboard)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_trace_args(p)
     return p
 
 
-def config_from_args(a: argparse.Namespace):
-    """The task's defaults (:meth:`PPOConfig.for_task`), then the flags given, then ``--set`` fields."""
+def config_from_args(a: argparse.Namespace, p: argparse.ArgumentParser | None = None):
+    """The task's defaults (:meth:`PPOConfig.for_task`), then the flags given, then ``--set`` fields. With
+    ``--trace FILE`` the task is ``trace`` and the trace flags become ``env_kwargs``."""
     from ppo.config import PPOConfig
 
+    p = p or build_train_parser()
     fields = dict(total_timesteps=a.total_steps, num_envs=a.num_envs, num_steps=a.num_steps, lr=a.lr, ent_coef=a.ent_coef)
-    fields["env_kwargs"] = parse_pairs(a.env, "--env")
+    env_pairs = parse_pairs(a.env, "--env")
+    trace = trace_kwargs(a, p, env_pairs)
+    task = a.task
+    if trace is not None:
+        if task not in (PPOConfig().task, "trace"):
+            p.error("give --trace FILE or --task, not both")
+        task, env_pairs = "trace", trace
+    elif task == "trace":
+        p.error("the trace task needs its CSV: inferencegym train --trace FILE")
+    fields["env_kwargs"] = env_pairs
     fields.update(parse_pairs(a.set, "--set"))
-    return PPOConfig.for_task(a.task, **fields)
+    return PPOConfig.for_task(task, **fields)
 
 
 def train(argv: list[str] | None = None) -> int:
@@ -46,9 +58,12 @@ def train(argv: list[str] | None = None) -> int:
     from gymjax.report import print_task
     from ppo.pipeline import train_task
 
-    a = build_train_parser().parse_args(argv)
-    config = config_from_args(a)
-    out = Path(a.out) if a.out else Path("runs") / config.task
+    p = build_train_parser()
+    a = p.parse_args(argv)
+    config = config_from_args(a, p)
+    if a.trace:
+        make_trace_env(config.env_kwargs, p)  # a bad trace or override: a usage error before compiling anything
+    out = Path(a.out) if a.out else Path("runs") / (f"trace-{Path(a.trace).stem}" if a.trace else config.task)
     with progress_bar(f"{config.task} seed {a.seed}", config.num_updates, enabled=not a.quiet) as (on_progress, on_phase):
         summary = train_task(config, a.seed, out, progress=on_progress, n_eval_seeds=a.eval_seeds, on_phase=on_phase)
     print(
