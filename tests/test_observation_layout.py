@@ -36,8 +36,8 @@ def test_no_scale_is_restated_outside_the_table():
 
 def _metrics(T):
     """An Observation with a distinct, in-range value per field."""
-    vals = dict(queue_depth=27.0, running=12.0, ttft_p50_s=0.25, ttft_p99_s=3.0, itl_p50_s=0.012, itl_p99_s=0.04, tpot_p50_s=0.02, tpot_p99_s=0.055,
-                throughput_tps=5300.0, prefill_tps=41000.0, kv_occupancy=0.63, gpu_memory_gb=71.5, slo_attainment=0.875,
+    vals = dict(queue_depth=27.0, running=12.0, ttft_p50_s=0.25, ttft_p99_s=3.0, itl_p50_s=0.012, itl_p99_s=0.04, tpot_p50_s=0.02,
+                tpot_p99_s=0.055, throughput_tps=5300.0, prefill_tps=41000.0, kv_occupancy=0.63, gpu_memory_gb=71.5, slo_attainment=0.875,
                 goodput_rps=11.0, cost_per_1k_tokens=0.16, arrival_rate=14.0, preemptions=3.0, dropped=2.0, invalid_config=0.0,
                 reconfig_remaining_s=4.5, progress=0.25)
     per = dict(queue_depth_per_tenant=np.arange(1, T + 1) * 5.0, arrival_rate_per_tenant=np.arange(1, T + 1) * 3.5)
