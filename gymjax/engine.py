@@ -215,7 +215,8 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     ``j <= i`` maximising ``release_j - S_{j-1} / rate``; ``S`` the cumulative remaining tokens).
     Iterations carrying prefill run back to back from ``release_j``, so the first token comes at the
     end of the iteration whose cumulative tokens cover ``S_i``: ``release_j + ceil((S_i - S_{j-1})
-    / tokens_per_iteration) * iteration_s``."""
+    / tokens_per_iteration) * iteration_s`` (fluid, ``end_i``, in a busy period that resumes a
+    prefill the leap's start cut)."""
     P = ring.valid.shape[0]
     can = ring.valid & (sched.prefill_rate_tps > 0)
     spt = jnp.where(can, sched.s_per_prefill_token, 0.0)  # finite where used
@@ -237,6 +238,9 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     per_iter = jnp.maximum(sched.prefill_tokens_per_iter, MIN_RATE)
     n_iter = jnp.maximum(jnp.ceil(since / per_iter - DONE_TOLERANCE_TOKENS), 1.0)
     first_token = release[j] + n_iter * sched.prefill_iter_s
+    # a busy period that continues a prefill cut by the leap's start resumes mid-iteration: where in
+    # its iteration it stood is not kept, so its completions stay fluid (no rounding up)
+    first_token = jnp.where(ring.prefilled[j] > 0.0, end, first_token)
     never = lambda x: jnp.where(can, x, INF)  # noqa: E731
     return PrefillTimeline(never(release), never(begin), never(end), never(first_token))
 
