@@ -215,7 +215,8 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     ``j <= i`` maximising ``release_j - S_{j-1} / rate``; ``S`` the cumulative remaining tokens).
     Iterations carrying prefill run back to back from ``release_j``, so the first token comes at the
     end of the iteration whose cumulative tokens cover ``S_i``: ``release_j + ceil((S_i - S_{j-1})
-    / tokens_per_iteration) * iteration_s``."""
+    / tokens_per_iteration) * iteration_s`` (fluid, ``end_i``, in a busy period that resumes a
+    prefill the leap's start cut)."""
     P = ring.valid.shape[0]
     can = ring.valid & (sched.prefill_rate_tps > 0)
     spt = jnp.where(can, sched.s_per_prefill_token, 0.0)  # finite where used
@@ -237,6 +238,9 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     per_iter = jnp.maximum(sched.prefill_tokens_per_iter, MIN_RATE)
     n_iter = jnp.maximum(jnp.ceil(since / per_iter - DONE_TOLERANCE_TOKENS), 1.0)
     first_token = release[j] + n_iter * sched.prefill_iter_s
+    # a busy period that continues a prefill cut by the leap's start resumes mid-iteration: where in
+    # its iteration it stood is not kept, so its completions stay fluid (no rounding up)
+    first_token = jnp.where(ring.prefilled[j] > 0.0, end, first_token)
     never = lambda x: jnp.where(can, x, INF)  # noqa: E731
     return PrefillTimeline(never(release), never(begin), never(end), never(first_token))
 
@@ -263,18 +267,18 @@ def leap_length(cfg: EnvConfig, plan: Plan, st: EnvState, sched: Schedule, timel
 
 def prefill_progress(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, ring: PrefillRing, sched: Schedule,
                      timeline: PrefillTimeline, serving, leap_s) -> tuple[EnvState, PrefillOutcome]:
-    """Prefill the ring for ``leap_s`` seconds along ``timeline``. A prefill whose first-token
-    iteration ends in the leap emits the first token (TTFT histogram), leaves the ring and may decode
-    from then (plus the KV transfer when disaggregated); one still in its last iteration keeps a
-    token to prefill, so it completes in the next leap's first iteration. Colocated, iterations carry
-    prefill while tokens are processed."""
+    """Prefill the ring for ``leap_s`` seconds along ``timeline``. A prefill whose last token is
+    processed in the leap leaves the ring and emits its first token at the end of that iteration
+    (``timeline.first_token``, which may fall after the leap's end: the request decodes from then,
+    plus the KV transfer when disaggregated). Colocated, iterations carry prefill while tokens are
+    processed."""
     B, P, H = cfg.n_slots, cfg.prefill_ring, cfg.n_hist
     t_start = st.t_now
     rate = sched.prefill_rate_tps
-    done = ring.valid & serving & (timeline.first_token <= leap_s)
     elapsed = jnp.clip(leap_s - timeline.begin, 0.0, leap_s)  # 0 where not scheduled (begin = INF)
     gain = jnp.where(ring.valid & serving, jnp.clip(elapsed * rate, 0.0, ring.remaining), 0.0)
-    gain = jnp.where(done, ring.remaining, jnp.minimum(gain, jnp.maximum(ring.remaining - 1.0, 0.0)))
+    done = ring.valid & serving & (gain >= ring.remaining - DONE_TOLERANCE_TOKENS) & (timeline.end <= leap_s)
+    gain = jnp.where(done, ring.remaining, gain)
     t_mixed = jnp.where(plan.disagg, 0.0, gain.sum() * jnp.where(rate > 0, sched.s_per_prefill_token, 0.0))
     kv_transfer_s = jnp.where(plan.disagg, ring.target * plan.kv_bytes_per_token / params.kv_transfer_bytes_per_s, 0.0)
     t_done = t_start + jnp.where(done, timeline.first_token, 0.0) + kv_transfer_s
