@@ -13,6 +13,10 @@ What a leap guarantees:
   it lasts until the next event (a finish, a prefill completion, an arrival that could be
   admitted) but never less than the fair share ``(t_end - t_now) / leaps_left`` of the interval
   left, and the last leap ends exactly at ``t_end``: ``n_leaps`` leaps always cover the interval;
+- requests arriving before the fair share ends are admitted at the leap's start (so they arrive
+  inside it) and released at their arrival: a new prompt waits for the decode iteration in flight,
+  prompts are prefilled FCFS (:func:`prefill_timeline`), and a first token comes at the end of the
+  iteration that completes its prefill, which may fall after the leap's end;
 - an engine that cannot serve (invalid configuration, or reloading/draining) admits, prefills and
   decodes nothing; a reloading engine's leap ends when it is back (or at ``t_end``);
 - KV memory is paged in 16-token blocks and never over-committed: a request reserves blocks for
@@ -21,8 +25,9 @@ What a leap guarantees:
   sequences, the newest (or lowest-priority, then newest) request is preempted and requeued at the
   front of its tenant's queue for recompute, and that leap admits nothing;
 - prefill is FCFS through the prefill ring, at the rate the leap's schedule gives (colocated: what
-  decode leaves of the chunk budget; disaggregated: the prefill pool's chunks back to back); each
-  completed prefill emits one token (the first token) and the request starts decoding;
+  decode leaves of the chunk budget, filled by the prompts waiting; disaggregated: the prefill
+  pool's chunks back to back), each prompt's attention over its own cached tokens; each completed
+  prefill emits one token (the first token) and the request starts decoding;
 - a decoding request emits ``E(k)`` tokens (:func:`gymjax.physics.speculation.tokens_per_verification`)
   per iteration; tokens are fluid within the leap, a request finishes when its hidden output length
   is reached, and every counter it touches (tokens, finishes, SLOs met, latency histograms) is
@@ -30,7 +35,9 @@ What a leap guarantees:
 
 The phases of :func:`leap`, in order: :func:`preempt`, admission
 (:func:`gymjax.physics.queues.admit`), :func:`schedule` (iteration times and the prefill rate),
-:func:`leap_length`, :func:`prefill_progress`, :func:`decode_progress`, :func:`finish_accounting`.
+:func:`prefill_timeline`, :func:`leap_length`, :func:`prefill_progress`, :func:`decode_progress`,
+:func:`finish_accounting`. The package's reference simulator (:mod:`gymjax.reference`, one event per
+iteration) is what this approximation is held to (``python -m benchmarks.fidelity``).
 """
 
 from __future__ import annotations
