@@ -27,7 +27,16 @@ ROLLOUT = textwrap.dedent(
     sharded = make_rollout(env, 8, 8)(jax.random.PRNGKey(5), params)  # auto: sharded with 4 devices
     assert len(plain[0].active.sharding.device_set) == 1
     assert len(sharded[0].active.sharding.device_set) == 4
-    chex.assert_trees_all_equal(jax.device_get(plain[0]), jax.device_get(sharded[0]))
+    # the sharded program is compiled apart from the unsharded one: every discrete leaf (counts, masks,
+    # slots, admissions) must be identical, floats may differ in the last bit (issue 18 item 4 asks
+    # for discrete decisions that cannot flip on such differences)
+    a, b = jax.tree.leaves(jax.device_get(plain[0])), jax.tree.leaves(jax.device_get(sharded[0]))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if np.issubdtype(x.dtype, np.floating):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(x, y)
     np.testing.assert_allclose(plain[1], sharded[1], rtol=1e-6)
     print("SHARDED_OK")
     """
