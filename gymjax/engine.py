@@ -70,7 +70,6 @@ class PrefillRing(NamedTuple):
     arrival: jax.Array  # f32 s
     first: jax.Array  # f32 s: first-token time, -1 before it
     remaining: jax.Array  # f32 tokens still to prefill (0 for an empty entry)
-    backlog: jax.Array  # f32 tokens still to prefill, all entries
 
 
 class Schedule(NamedTuple):
@@ -145,7 +144,7 @@ def prefill_ring(cfg: EnvConfig, st: EnvState) -> PrefillRing:
     remaining = jnp.where(valid, target - prefilled, 0.0)
     return PrefillRing(
         valid=valid, slot=slot, target=target, prefilled=prefilled, arrival=st.t_arrival[slot], first=st.t_first[slot],
-        remaining=remaining, backlog=remaining.sum(),
+        remaining=remaining,
     )
 
 

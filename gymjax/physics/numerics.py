@@ -67,9 +67,10 @@ def hist_quantile(hist: jax.Array, q: float) -> jax.Array:
     total = hist.sum(-1, keepdims=True)
     target = q * total
     grouped = hist.reshape(*hist.shape[:-1], n_hist // group, group)
-    group_cdf = cumsum(grouped.sum(-1))
+    group_counts = grouped.sum(-1)
+    group_cdf = cumsum(group_counts)
     g = jnp.minimum(jnp.sum(group_cdf < target, axis=-1), n_hist // group - 1)  # first group reaching q
-    before = jnp.take_along_axis(group_cdf, g[..., None], -1) - jnp.take_along_axis(grouped.sum(-1), g[..., None], -1)
+    before = jnp.take_along_axis(group_cdf - group_counts, g[..., None], -1)
     inside = jnp.take_along_axis(grouped, g[..., None, None], -2)[..., 0, :]  # [..., group]
     in_cdf = before + cumsum(inside)
     idx = jnp.minimum(g * group + jnp.sum(in_cdf < target, axis=-1), n_hist - 1)
