@@ -71,7 +71,7 @@ ServeActionModel = action_model(knob_table(MAX_SLOTS))
 
 
 class ActionEnvelope(Action):
-    """A WebSocket step's action as openenv-core hands it to the session: the client's knobs, not yet
+    """A WebSocket step's action as OpenEnv's protocol hands it to the session: the client's knobs, not yet
     validated. The session validates them once, with its task's action model (the bound on
     ``batch_cap`` is the task's ``n_slots``, which a server-wide model cannot know)."""
 
@@ -198,6 +198,11 @@ class ResetFields(BaseModel):
     # values are checked by gymjax.make (type and range per field, errors naming both)
     overrides: dict[str, Any] = Field(
         default_factory=dict, max_length=16, description='params-only task overrides, e.g. {"horizon_steps": 50} (an unofficial episode)'
+    )
+    # OpenEnv's Task API way to name a task (GET /inferencegym/splits, POST /inferencegym/tasks)
+    split: str | None = Field(default=None, max_length=100, description='the Task API split ("test", the only one); with index')
+    index: int | None = Field(
+        default=None, ge=0, le=10_000, strict=True, description="the Task API index of a task in split (instead of task)"
     )
 
 
