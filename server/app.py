@@ -33,13 +33,14 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 try:
     from fastapi import Body, FastAPI, Query, Request, WebSocket
     from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import HTMLResponse, JSONResponse
     from fastapi.routing import APIRoute, APIWebSocketRoute
     from openenv.core.env_server.exceptions import SessionCapacityError
     from openenv.core.env_server.http_server import HTTPEnvServer
@@ -55,6 +56,8 @@ import server.environment as environment
 from server.environment import InferenceGymEnvironment, resolve_task
 from server.models import (
     ActionEnvelope,
+    BaselineActionBody,
+    BaselineActionResponse,
     BaselineBody,
     BaselineResponse,
     GraderResponse,
@@ -70,7 +73,16 @@ from server.models import (
     knob_errors,
     safe_errors,
 )
-from server.runtime import Episode, Prepared, RuntimeRegistry, SessionError, baseline_in_worker, baseline_worker_init, excerpt
+from server.runtime import (
+    Episode,
+    Prepared,
+    RuntimeRegistry,
+    SessionError,
+    baseline_action,
+    baseline_in_worker,
+    baseline_worker_init,
+    excerpt,
+)
 from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")
@@ -462,6 +474,45 @@ def create_app(
             "mean": sum(scores) / len(scores),
             "evaluator_cached": cached,
         }
+
+    landing: dict[str, str] = {}
+
+    @app.get("/", include_in_schema=False)
+    async def landing_page() -> HTMLResponse:
+        """A live episode of a chosen task and baseline (server/static/live.js in the timeline page of
+        `inferencegym render`), played against this server's own /reset, /baseline/action and /step."""
+        if not landing:
+            from gymjax.render import html_page
+
+            empty = {"task": "", "steps": 1, "series": {"reward": [], "reconfig_remaining_s": [], "invalid_config": []}}
+            landing["page"] = html_page(
+                empty,
+                "InferenceGym: a live episode",
+                "loading the task catalogue...",
+                live_script=(Path(__file__).parent / "static" / "live.js").read_text(),
+            )
+        return HTMLResponse(landing["page"])
+
+    policy_gate = asyncio.Semaphore(1)  # a baseline's first action compiles it: one compilation at a time
+
+    @app.post(
+        "/baseline/action",
+        response_model=BaselineActionResponse,
+        tags=["Grading"],
+        summary="The action a gymjax baseline policy takes at a session's current step (the episode does not move)",
+    )
+    async def baseline_action_route(body: BaselineActionBody) -> dict:
+        policies = gymjax.baselines.POLICIES
+        if body.policy not in policies:
+            raise SessionError(
+                422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
+            )
+        env = await srv.session(body.session_id)
+        inputs = env.episode.policy_inputs(body.policy)
+        srv.touch(body.session_id)
+        async with policy_gate:
+            act = await asyncio.get_running_loop().run_in_executor(None, baseline_action, inputs)
+        return {"session_id": body.session_id, "policy": body.policy, "step": inputs[5], "action": act}
 
     # openenv's routes (/mcp, /health, /metadata, the Task API) after ours; its stateless /reset, /step,
     # /state, its /schema and its /ws are dropped in favour of the ones here.

@@ -282,3 +282,17 @@ class BaselineResponse(BaseModel):
     scores: list[float]
     mean: float
     evaluator_cached: bool = Field(description="the compiled evaluator of an earlier identical request was reused (no retrace)")
+
+
+class BaselineActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(max_length=64, description="the id returned by POST /reset")
+    policy: str = Field(default="heuristic", max_length=100, description="a name from gymjax.baselines.POLICIES")
+
+
+class BaselineActionResponse(BaseModel):
+    session_id: str
+    policy: str
+    step: int = Field(description="the episode step the action is for (steps taken so far)")
+    action: dict[str, float] = Field(description="the ServeAction the baseline takes now: POST it to /step to play it")
