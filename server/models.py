@@ -295,4 +295,4 @@ class BaselineActionResponse(BaseModel):
     session_id: str
     policy: str
     step: int = Field(description="the episode step the action is for (steps taken so far)")
-    action: dict[str, float] = Field(description="the ServeAction the baseline takes now: POST it to /step to play it")
+    action: dict[str, int | float] = Field(description="the ServeAction the baseline takes now (integer knobs as integers): POST it to /step")

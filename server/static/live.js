@@ -28,8 +28,9 @@ function live() {
     if (!r.ok) throw new Error(`${path}: ${r.status} ${JSON.stringify(reply.detail)}`);
     return reply;
   }
-  function closeSession() {
-    if (sid !== null) { api("/close", {session_id: sid}).catch(() => {}); sid = null; }
+  function closeSession() {  // resolves once the server has freed the session
+    const id = sid; sid = null;
+    return id === null ? Promise.resolve() : api("/close", {session_id: id}).catch(() => {});
   }
   addEventListener("pagehide", () => {
     if (sid !== null) navigator.sendBeacon("/close", new Blob([JSON.stringify({session_id: sid})], {type: "application/json"}));
@@ -68,7 +69,7 @@ function live() {
     try {
       status("resetting (a task's first episode waits for its compilation)...");
       const reset = await api("/reset", {task, seed});
-      sid = reset.session_id;
+      sid = reset.session_id; window.liveSessionId = sid;
       let done = false;
       while (!done && mine === run) {
         if (paused) { await new Promise(r => { resume = r; }); continue; }
@@ -82,7 +83,7 @@ function live() {
         const wait = Number($("live-speed").value);
         if (!done && wait > 0) await new Promise(r => setTimeout(r, wait));
       }
-      if (mine === run) { closeSession(); $("live-pause").disabled = true; window.liveDone = true; }
+      if (mine === run) { await closeSession(); $("live-pause").disabled = true; window.liveDone = true; }
     } catch (e) {
       if (mine === run) { status(`error: ${e.message}`); closeSession(); $("live-pause").disabled = true; }
     }
