@@ -295,4 +295,4 @@ class BaselineActionResponse(BaseModel):
     session_id: str
     policy: str
     step: int = Field(description="the episode step the action is for (steps taken so far)")
-    action: dict[str, int | float] = Field(description="the ServeAction the baseline takes now (integer knobs as integers): POST it to /step")
+    action: dict[str, int | float] = Field(description="the ServeAction the baseline takes now (int knobs as ints): POST it to /step")
