@@ -122,5 +122,10 @@ print(json.dumps({"rc": rc, "stderr": err.getvalue(), "app_error": app_error}))
 def test_the_server_entry_point_is_the_checking_one():
     import tomllib
 
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["server"] == "server:main" and scripts["inferencegym"] == "inferencegym.cli:main"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["server"] == "server:main" and project["scripts"]["inferencegym"] == "inferencegym.cli:main"
+    # the core has none of the server's stack; `make test`'s dev extra brings the server extra
+    core = {d.split("=")[0].split(">")[0].split("<")[0].strip().lower() for d in project["dependencies"]}
+    assert not core & {"openenv", "openenv-core", "fastapi", "uvicorn", "pydantic", "httpx", "websockets", "gradio"}
+    dev_self = [d for d in project["optional-dependencies"]["dev"] if d.startswith("inferencegym[")]
+    assert dev_self and "server" in dev_self[0].split("[")[1].rstrip("]").split(",")

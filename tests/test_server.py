@@ -486,11 +486,14 @@ def test_dockerfile_serves_the_manifest_port_with_the_ci_install():
     docker = (ROOT / "Dockerfile").read_text()
     makefile = (ROOT / "Makefile").read_text()
     port = yaml.safe_load((ROOT / "openenv.yaml").read_text())["port"]
-    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', makefile).group(1)
+    # `make serve` installs the server extra (its own stamp), `make test` the dev extra (which includes it)
+    assert re.search(r"^serve: \$\(SERVER\)$", makefile, re.M) and re.search(r"^test: \$\(DEV\)$", makefile, re.M)
+    server_rule = makefile.split("\n$(SERVER):", 1)[1].split("\n\n", 1)[0]
+    make_install = re.search(r'pip install --quiet -e "\.\[([a-z,]+)\]"', server_rule).group(1)
     assert f"EXPOSE {port}" in docker and f"PORT={port}" in docker
     assert "HEALTHCHECK" in docker and "/health" in docker.split("HEALTHCHECK", 1)[1]
-    # the image installs the extras CI installs (the Makefile's, minus the dev tools), at uv.lock's versions
-    extras = [e for e in make_install.split(",") if e != "dev"]
+    # the image installs the extras `make serve` installs, at uv.lock's versions
+    extras = make_install.split(",")
     export = re.search(r"uv export --frozen --no-dev ((?:--extra \w+ )+)", docker)
     assert export and export.group(1).split() == [w for e in extras for w in ("--extra", e)]
     # every documented start command is server.app's main(), which gives uvicorn the WebSocket limit
