@@ -854,6 +854,7 @@ def test_stateful_sessions_behave_like_their_model(url):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_the_baseline_worker_exits_when_the_server_process_is_gone():
     """The /baseline worker (a spawned process) must not outlive the server, however the server ends:
