@@ -11,7 +11,9 @@ Endpoints (docs/server.md has the full reference):
   session. Unlike OpenEnv's stateless HTTP routes, HTTP episodes are real; ``POST /reset``
   with ``{}`` opens a session on the default task. ``POST /close`` frees a session.
 - ``GET /tasks`` (catalogue + action schemas), ``POST /grader`` (score of a session's own finished
-  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process).
+  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process), ``POST
+  /baseline/action`` (a baseline's action at a session's current step), ``GET /`` (the landing page:
+  a live episode of a baseline, ``server/static/live.js``).
 - ``GET /health``, ``GET /metadata``, ``GET /schema``, ``POST /mcp``, ``WS /mcp`` (OpenEnv's contract) and
   its Task API: ``GET /list_environments``, ``GET /inferencegym/splits``, ``POST /inferencegym/tasks``,
   ``/num_tasks``, ``/task``, ``/task_range`` (one split, ``test``: the served tasks).
