@@ -82,9 +82,9 @@ from server.runtime import (
     SessionError,
     baseline_action,
     baseline_in_worker,
-    baseline_worker_init,
     excerpt,
 )
+from server.worker import baseline_worker_init
 from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -375,24 +374,6 @@ class TaskRuntime:
 
 
 _WORKER_RUNTIMES: dict[tuple, TaskRuntime] = {}
-
-
-def baseline_worker_init() -> None:
-    """The /baseline worker process runs at a lower CPU priority than the server, so a baseline
-    evaluation takes the CPU the sessions' steps leave; and it exits when the server process is
-    gone (however the server ended: a worker left behind holds a gigabyte of compiled programs)."""
-    try:
-        os.nice(int(os.environ.get("INFERENCEGYM_BASELINE_NICE") or 10))
-    except OSError:
-        pass
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="inferencegym-baseline-orphan-watch", daemon=True).start()
 
 
 def baseline_in_worker(

@@ -854,7 +854,6 @@ def test_stateful_sessions_behave_like_their_model(url):
     )
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_the_baseline_worker_exits_when_the_server_process_is_gone():
     """The /baseline worker (a spawned process) must not outlive the server, however the server ends:
@@ -862,14 +861,19 @@ def test_the_baseline_worker_exits_when_the_server_process_is_gone():
     code = """
 import multiprocessing, os, sys
 from concurrent.futures import ProcessPoolExecutor
-from server.runtime import baseline_worker_init
+from server.worker import baseline_worker_init
 pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=baseline_worker_init)
 print(pool.submit(os.getpid).result(timeout=240), flush=True)
 os._exit(0)
 """
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=280)
-    assert r.returncode == 0, r.stderr[-2000:]
-    worker = int(r.stdout.split()[-1])
+    # not subprocess.run: a surviving worker would hold the pipes open and run() would wait for it
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert proc.wait(timeout=280) == 0 and line.strip().isdigit(), line
+    finally:
+        proc.stdout.close()
+    worker = int(line)
     deadline = time.monotonic() + 30
     while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
