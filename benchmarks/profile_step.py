@@ -7,6 +7,12 @@
 2. XLA:CPU kernels: loop fusions in the compiled leap (the scan body of the step).
 3. Primitive costs under ``vmap`` over 4,096 x 64: ``jnp.argmax`` vs ``physics.numerics.argmax_first``,
    ``jnp.cumsum`` vs ``physics.numerics.cumsum`` (triangular matmul).
+4. Where a step's kernel time goes, by phase: the XLA profiler's record of every kernel of a rollout
+   (2,048 clusters x 8 steps, run 4 times), each kernel's fastest call times its number of calls (so
+   a busy machine inflates it little), summed by the engine's named scopes (``jax.named_scope`` in
+   :func:`gymjax.engine.leap`: preempt, admit, schedule, prefill_timeline, ...; "interval" is the
+   rest of the step: arrivals, queues, observation, reward, auto-reset). Compare two commits with it
+   back to back; the absolute figure is a lower bound of the step's cost.
 
 Writes ``benchmarks/results/profile_step.json``.
 """
@@ -79,6 +85,47 @@ def primitive_ns() -> dict:
     }
 
 
+PHASES = ("preempt", "admit", "schedule", "prefill_timeline", "leap_length", "prefill_progress", "decode_progress", "finish_accounting")
+
+
+def phase_us(n: int = 2048, steps: int = 8, runs: int = 4) -> dict:
+    """Microseconds per cluster-step by engine phase (see the module docstring, item 4)."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    import gymjax
+    from gymjax.vector import make_rollout
+
+    env, params = gymjax.make("static")
+    run = make_rollout(env, n, steps)
+    hlo = run.lower(jax.random.PRNGKey(0), params).compile().as_text()
+    phase_of = {}
+    for m in re.finditer(r'^\s*%(\S+) = [^\n]*?metadata=\{op_name="([^"]*)"', hlo, re.M):
+        parts = m.group(2).split("/")
+        phase_of[m.group(1)] = next((p for p in parts if p in PHASES), "interval")
+    jax.block_until_ready(run(jax.random.PRNGKey(0), params)[1])
+    with tempfile.TemporaryDirectory() as d:
+        with jax.profiler.trace(d):
+            for _ in range(runs):
+                jax.block_until_ready(run(jax.random.PRNGKey(1), params)[1])
+        (trace,) = glob.glob(f"{d}/**/*.trace.json.gz", recursive=True)
+        events = json.load(gzip.open(trace))["traceEvents"]
+    calls = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("name") in phase_of:
+            calls[e["name"]].append(e["dur"])  # microseconds
+    by_phase = collections.Counter()
+    for name, durs in calls.items():
+        by_phase[phase_of[name]] += min(durs) * len(durs) / runs
+    total = sum(by_phase.values())
+    out = {k: round(v / (n * steps), 3) for k, v in by_phase.most_common()}
+    return {"total": round(total / (n * steps), 3), **out}
+
+
 def main() -> None:
     one, eight = cpu_us_per_cluster_step(1), cpu_us_per_cluster_step(8)
     per_leap = (eight - one) / 7
@@ -89,6 +136,7 @@ def main() -> None:
         "per_leap_us": round(per_leap, 2),
         "loop_fusions_per_leap": leap_fusions(),
         "primitive_ns_per_cluster_vmap_4096x64": primitive_ns(),
+        "kernel_us_per_cluster_step_by_phase": phase_us(),
     }
     print(json.dumps(res, indent=1))
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from gymjax.physics import queues, speculation
-from gymjax.physics.numerics import INF, NEVER, argmax_first, cumsum, hist_bin, per_slot
+from gymjax.physics.numerics import INF, NEVER, argmax_first, cumsum, hist_add, hist_bin, per_slot, running_first_argmax
 from gymjax.physics.roofline import decode_attn_flops, iter_time, prefill_attn_flops
 from gymjax.presets import KV_BLOCK_TOKENS
 from gymjax.types import EnvConfig, EnvParams, EnvState, Plan
@@ -178,19 +178,20 @@ def schedule(params: EnvParams, plan: Plan, st: EnvState, ring: PrefillRing, ser
     arrived = ring.valid & (ring.arrival <= t_start)
     ready_tokens = jnp.maximum(jnp.where(arrived, ring.remaining, 0.0).sum(), jnp.max(ring.remaining))
     prefill_tokens_per_iter = jnp.minimum(jnp.maximum(plan.chunk - verif_tokens / replicas, 0.0) * replicas, ready_tokens)
-    attn_mixed, cached_mixed = ring_chunk_attention(params, ring, prefill_tokens_per_iter)
-    t_iter_mixed = iter_time(
-        params, plan, verif_tokens + prefill_tokens_per_iter,
-        decode_attn_flops(params, spec_k + 1.0, ctx_tokens) + attn_mixed,
-        (ctx_tokens + cached_mixed) * kv_bytes_per_token, 1.0,
-    ) + t_draft
     # disaggregated: the prefill pool runs chunks back to back
     prefill_replicas = jnp.maximum(params.n_gpus * plan.prefill_share / params.tensor_parallel, 1.0)
     prefill_tokens_per_chunk = jnp.minimum(plan.chunk * prefill_replicas, ready_tokens)
-    attn_chunk, cached_chunk = ring_chunk_attention(params, ring, prefill_tokens_per_chunk)
+    # one attention pass, for the prefill iteration of this deployment (the mixed iteration's time is
+    # used only colocated, the prefill pool's only disaggregated)
+    attn, cached = ring_chunk_attention(params, ring, jnp.where(plan.disagg, prefill_tokens_per_chunk, prefill_tokens_per_iter))
+    t_iter_mixed = iter_time(
+        params, plan, verif_tokens + prefill_tokens_per_iter,
+        decode_attn_flops(params, spec_k + 1.0, ctx_tokens) + attn,
+        (ctx_tokens + cached) * kv_bytes_per_token, 1.0,
+    ) + t_draft
     t_iter_prefill = iter_time(
-        params, plan, jnp.maximum(prefill_tokens_per_chunk, 1.0), attn_chunk,
-        cached_chunk * kv_bytes_per_token, jnp.maximum(plan.prefill_share, MIN_PREFILL_SHARE),
+        params, plan, jnp.maximum(prefill_tokens_per_chunk, 1.0), attn,
+        cached * kv_bytes_per_token, jnp.maximum(plan.prefill_share, MIN_PREFILL_SHARE),
     )
     prefill_iter_s = jnp.where(plan.disagg, t_iter_prefill, t_iter_mixed)
     prefill_tokens = jnp.where(plan.disagg, prefill_tokens_per_chunk, prefill_tokens_per_iter)
@@ -223,7 +224,6 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     end of the iteration whose cumulative tokens cover ``S_i``: ``release_j + ceil((S_i - S_{j-1})
     / tokens_per_iteration) * iteration_s`` (fluid, ``end_i``, in a busy period that resumes a
     prefill the leap's start cut)."""
-    P = ring.valid.shape[0]
     can = ring.valid & (sched.prefill_rate_tps > 0)
     spt = jnp.where(can, sched.s_per_prefill_token, 0.0)  # finite where used
     # while decode iterations run, a new prompt joins at the next iteration boundary; the iteration in
@@ -235,18 +235,17 @@ def prefill_timeline(ring: PrefillRing, sched: Schedule, t_start) -> PrefillTime
     release = jnp.where(sched.decoding.any() & fresh, next_boundary, jnp.maximum(since_start, 0.0))
     total = cumsum(ring.remaining)
     before = total - ring.remaining
-    lower = jnp.arange(P)[None, :] <= jnp.arange(P)[:, None]  # [i, j]: j <= i
-    score = jnp.where(lower, (release - before * spt)[None, :], -INF)
-    j = argmax_first(score)  # [P] busy-period start of each entry
-    since = total - before[j]  # tokens from the busy period's start to the end of entry i
-    end = release[j] + since * spt
+    # the busy-period start j of each entry, and release_j, S_{j-1} and prefilled_j
+    release_j, before_j, prefilled_j = running_first_argmax(release - before * spt, release, before, ring.prefilled)
+    since = total - before_j  # tokens from the busy period's start to the end of entry i
+    end = release_j + since * spt
     begin = end - ring.remaining * spt
     per_iter = jnp.maximum(sched.prefill_tokens_per_iter, MIN_RATE)
     n_iter = jnp.maximum(jnp.ceil(since / per_iter - DONE_TOLERANCE_TOKENS), 1.0)
-    first_token = release[j] + n_iter * sched.prefill_iter_s
+    first_token = release_j + n_iter * sched.prefill_iter_s
     # a busy period that continues a prefill cut by the leap's start resumes mid-iteration: where in
     # its iteration it stood is not kept, so its completions stay fluid (no rounding up)
-    first_token = jnp.where(ring.prefilled[j] > 0.0, end, first_token)
+    first_token = jnp.where(prefilled_j > 0.0, end, first_token)
     never = lambda x: jnp.where(can, x, INF)  # noqa: E731
     return PrefillTimeline(never(release), never(begin), never(end), never(first_token))
 
@@ -278,7 +277,7 @@ def prefill_progress(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState
     (``timeline.first_token``, which may fall after the leap's end: the request decodes from then,
     plus the KV transfer when disaggregated). Colocated, iterations carry prefill while tokens are
     processed."""
-    B, P, H = cfg.n_slots, cfg.prefill_ring, cfg.n_hist
+    B, P = cfg.n_slots, cfg.prefill_ring
     t_start = st.t_now
     rate = sched.prefill_rate_tps
     elapsed = jnp.clip(leap_s - timeline.begin, 0.0, leap_s)  # 0 where not scheduled (begin = INF)
@@ -301,7 +300,7 @@ def prefill_progress(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState
         pr_slot=jnp.where(shifted < P, st.pr_slot[jnp.clip(shifted, 0, P - 1)], B),
         pr_count=st.pr_count - n_done,
         step_stats=ss.replace(
-            hist_ttft=ss.hist_ttft.at[hist_bin(t_done - ring.arrival, H)].add(first_time.astype(F32)),
+            hist_ttft=hist_add(ss.hist_ttft, t_done - ring.arrival, first_time.astype(F32)),
             prefill_tokens=ss.prefill_tokens + gain.sum(),
         ),
     )
@@ -362,8 +361,8 @@ def finish_accounting(cfg: EnvConfig, params: EnvParams, st: EnvState, sched: Sc
         ss.hist_itl.at[hist_bin(sched.t_iter_mixed / jnp.maximum(mean_tokens_per_verif, 1.0), H)].add(itl_weight_mixed)
         .at[hist_bin(sched.t_iter_decode / jnp.maximum(mean_tokens_per_verif, 1.0), H)].add(decoded_total - itl_weight_mixed)
     )
-    hist_tpot = ss.hist_tpot.at[hist_bin(tpot, H)].add((finished & (st.out_len > 1)).astype(F32))
-    hist_e2e = ss.hist_e2e.at[hist_bin(dec.t_finish - st.t_arrival, H)].add(finished.astype(F32))
+    hist_tpot = hist_add(ss.hist_tpot, tpot, (finished & (st.out_len > 1)).astype(F32))
+    hist_e2e = hist_add(ss.hist_e2e, dec.t_finish - st.t_arrival, finished.astype(F32))
     blocks_used_after = jnp.where(st.active, jnp.ceil(kv_tokens / KV_BLOCK_TOKENS), 0.0).sum()
     if cfg.request_log:
         ss = log_finished(cfg, st, ss, finished, dec.t_finish)
@@ -400,19 +399,27 @@ def leap(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, t_end, lea
     """One leap from ``st.t_now`` towards ``t_end`` (``leaps_left`` leaps, this one included, remain)."""
     engine_up = st.t_now >= st.down_until
     serving = plan.serving_ok & engine_up
-    st, preempted = preempt(cfg, params, plan, st, serving)
+    with jax.named_scope("preempt"):
+        st, preempted = preempt(cfg, params, plan, st, serving)
     # the leap lasts at least its fair share of the interval left: requests arriving before then are
     # admitted now and released at their arrival (prefill_timeline)
     admit_until = st.t_now + jnp.maximum(t_end - st.t_now, 0.0) / leaps_left
-    win = queues.window(cfg, st)
-    st = queues.admit(cfg, params, plan, st, serving & ~preempted, win, admit_until)
-    ring = prefill_ring(cfg, st)
-    sched = schedule(params, plan, st, ring, serving)
-    timeline = prefill_timeline(ring, sched, st.t_now)
-    leap_s = leap_length(cfg, plan, st, sched, timeline, win, t_end, leaps_left, engine_up)
-    st, prefill = prefill_progress(cfg, params, plan, st, ring, sched, timeline, serving, leap_s)
-    dec = decode_progress(plan, st, sched, prefill, serving, leap_s)
-    return finish_accounting(cfg, params, st, sched, prefill, dec, leap_s)
+    with jax.named_scope("admit"):
+        win = queues.window(cfg, st)
+        st = queues.admit(cfg, params, plan, st, serving & ~preempted, win, admit_until)
+    with jax.named_scope("schedule"):
+        ring = prefill_ring(cfg, st)
+        sched = schedule(params, plan, st, ring, serving)
+    with jax.named_scope("prefill_timeline"):
+        timeline = prefill_timeline(ring, sched, st.t_now)
+    with jax.named_scope("leap_length"):
+        leap_s = leap_length(cfg, plan, st, sched, timeline, win, t_end, leaps_left, engine_up)
+    with jax.named_scope("prefill_progress"):
+        st, prefill = prefill_progress(cfg, params, plan, st, ring, sched, timeline, serving, leap_s)
+    with jax.named_scope("decode_progress"):
+        dec = decode_progress(plan, st, sched, prefill, serving, leap_s)
+    with jax.named_scope("finish_accounting"):
+        return finish_accounting(cfg, params, st, sched, prefill, dec, leap_s)
 
 
 def run_interval(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, t_end) -> EnvState:

@@ -7,7 +7,7 @@ import pytest
 
 import gymjax
 from gymjax.physics.accounting import episode_latency_percentiles
-from gymjax.physics.numerics import hist_bin, hist_quantile
+from gymjax.physics.numerics import argmax_first, hist_add, hist_bin, hist_quantile, running_first_argmax
 from gymjax.rollout import rollout
 from gymjax.types import REQUEST_LOG_COLUMNS
 
@@ -94,3 +94,31 @@ def test_histogram_quantiles_are_within_half_a_bin():
         assert inside.sum() > 40
         np.testing.assert_array_less(np.abs(got / want - 1)[inside], 0.0185)
     assert float(hist_quantile(np.zeros(H, np.float32), 0.5)) == 0.0
+
+
+def test_running_first_argmax_is_the_first_argmax_of_every_prefix():
+    """The engine's busy-period search (prefill_timeline): under vmap, with ties (earliest wins)."""
+    rng = np.random.default_rng(1)
+    score = rng.integers(0, 5, (64, 16)).astype(np.float32)  # small integers: many ties
+    score[:, 0] = -1.0e9  # an empty-looking first entry
+    payload = rng.normal(size=(64, 16)).astype(np.float32)
+    got_idx, got_val = jax.jit(jax.vmap(lambda s, v: running_first_argmax(s, jax.numpy.arange(16.0), v)))(score, payload)
+    mask = np.tril(np.ones((16, 16), bool))
+    want_idx = np.asarray(argmax_first(np.where(mask[None], score[:, None, :], -np.inf)))
+    np.testing.assert_array_equal(np.asarray(got_idx), want_idx)
+    np.testing.assert_array_equal(np.asarray(got_val), np.take_along_axis(payload, want_idx, 1))
+
+
+def test_hist_add_writes_only_nonzero_counts_and_matches_a_plain_scatter():
+    rng = np.random.default_rng(2)
+    H = 384
+    hist = rng.integers(0, 9, (8, H)).astype(np.float32)
+    x = np.exp(rng.uniform(-8, 8, (8, 64))).astype(np.float32)
+    count = (rng.uniform(size=(8, 64)) < 0.3).astype(np.float32)
+    got = np.asarray(jax.jit(jax.vmap(hist_add))(hist, x, count))
+    want = hist.copy()
+    bins = np.asarray(jax.jit(hist_bin, static_argnums=1)(x, H))
+    for c in range(8):
+        np.add.at(want[c], bins[c], count[c])
+    np.testing.assert_array_equal(got, want)
+    assert got.sum() == hist.sum() + count.sum()

@@ -37,6 +37,32 @@ def argmax_first(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == jnp.max(x, -1, keepdims=True), jnp.arange(n), n), -1).clip(0, n - 1)
 
 
+def running_first_argmax(score: jax.Array, *values: jax.Array) -> tuple[jax.Array, ...]:
+    """For each ``i`` of a [n] ``score``, ``values`` at ``j``, the first index ``<= i`` where ``score``
+    is largest (``argmax_first`` of each prefix, exactly: only comparisons and selects).
+
+    A scan over the n entries: under ``vmap`` on XLA:CPU its body is a few ops on the cluster axis
+    and its result is materialised once, where the [n, n] masked reduction costs a slow small-axis
+    reduce plus gathers, and a fused doubling scan gets recomputed inside every consumer."""
+
+    def body(best, x):
+        take = x[0] > best[0]  # strictly larger: the earlier index wins a tie
+        best = tuple(jnp.where(take, xi, bi) for xi, bi in zip(x, best, strict=True))
+        return best, best[1:]
+
+    xs = (score, *values)
+    _, out = jax.lax.scan(body, tuple(x[0] for x in xs), xs)
+    return out
+
+
+def hist_add(hist: jax.Array, x: jax.Array, count: jax.Array) -> jax.Array:
+    """``hist`` [H] plus ``count`` at the bin of each latency ``x`` (seconds). Entries whose count is
+    0 are not written at all (their index is out of range and dropped): a scatter under ``vmap`` on
+    XLA:CPU costs per entry written, and most slots finish nothing in a given leap."""
+    n_hist = hist.shape[-1]
+    return hist.at[jnp.where(count != 0, hist_bin(x, n_hist), n_hist)].add(count, mode="drop")
+
+
 def per_slot(table: jax.Array, tenant: jax.Array) -> jax.Array:
     """``table[tenant]`` for a [T] table without a gather (T is tiny and static)."""
     if table.shape[-1] == 1:
