@@ -119,8 +119,9 @@ def time_jitted(fn: Callable, args: tuple, repeats: int, vary: Callable[[int], t
     """Compile ``fn`` (a ``jax.jit`` function) for ``args``, run it once (warm-up), then ``repeats`` times.
 
     ``vary(i)`` gives the arguments of timed run i (default: ``args`` again). Returns ``compile_s``
-    (lower + compile), ``first_run_s`` (the warm-up, excluded), ``runs_s`` and ``median_s``, plus
-    the last output under ``"out"``.
+    (lower + compile), ``first_run_s`` (the warm-up, excluded), ``runs_s`` and ``median_s`` (wall),
+    ``cpu_runs_s`` and ``median_cpu_s`` (process CPU time, all threads), plus the last output under
+    ``"out"``.
     """
     import jax
 
@@ -130,13 +131,22 @@ def time_jitted(fn: Callable, args: tuple, repeats: int, vary: Callable[[int], t
     t0 = time.perf_counter()
     out = jax.block_until_ready(compiled(*args))
     first_s = time.perf_counter() - t0
-    runs = []
+    runs, cpu = [], []
     for i in range(repeats):
         a = vary(i) if vary else args
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = jax.block_until_ready(compiled(*a))
         runs.append(time.perf_counter() - t0)
-    return {"compile_s": compile_s, "first_run_s": first_s, "runs_s": runs, "median_s": median(runs) if runs else None, "out": out}
+        cpu.append(time.process_time() - c0)
+    return {
+        "compile_s": compile_s,
+        "first_run_s": first_s,
+        "runs_s": runs,
+        "median_s": median(runs) if runs else None,
+        "cpu_runs_s": cpu,  # CPU seconds of the whole process (every thread) per run
+        "median_cpu_s": median(cpu) if cpu else None,
+        "out": out,
+    }
 
 
 def write_result(path: Path, payload: dict[str, Any]) -> Path:

@@ -14,8 +14,15 @@ so the cost per simulated second does not grow with the iterations a second cont
 
 For each cluster count: compile time and first run (excluded), the median of ``--repeats`` timed
 runs, then simulated requests (arrived, finished) per wall second, and simulated cluster-seconds per
-wall second (the speed-up over real time, summed over clusters). Writes
-``benchmarks/results/sim_rate[_gpu].json``.
+wall second (the speed-up over real time, summed over clusters), and per CPU-second (the process's
+CPU time over all its threads: per core).
+
+Side by side (unless ``--no-reference``): the package's reference simulator
+(:mod:`gymjax.reference`, plain Python, one event per engine iteration, the kind of simulator Vidur
+is) serves the very requests one fast-engine cluster served (its request log: arrival, prompt and
+output lengths), under the same configuration, in the same process; the ratio of simulated requests
+per CPU-second is the fast engine's speed-up over an iteration-level simulator on this machine.
+Writes ``benchmarks/results/sim_rate[_gpu].json``.
 """
 
 from __future__ import annotations
@@ -58,6 +65,59 @@ def bench(task: str, n: int, seconds: int, repeats: int) -> dict:
         "sim_finished_requests_per_wall_s": round(finished / wall, 1),
         "sim_cluster_s_per_wall_s": round(n * steps * dt / wall, 1),
         "sim_output_tokens_per_wall_s": round(float(np.sum(ep.output_tokens)) / wall, 1),
+        "median_cpu_s": round(t["median_cpu_s"], 4),
+        "sim_requests_per_cpu_s": round(arrived / t["median_cpu_s"], 1),
+    }
+
+
+def reference_row(task: str, seconds: int, repeats: int) -> dict:
+    """The reference simulator on the requests one fast-engine cluster served (key 0)."""
+    import time
+
+    import jax
+    import numpy as np
+
+    import gymjax
+    from gymjax import reference
+    from gymjax.rollout import rollout
+    from gymjax.types import REQUEST_LOG_COLUMNS
+
+    env, params = gymjax.make(task)
+    steps = max(1, round(seconds / float(params.dt_s)))
+    env, params = gymjax.make(task, horizon_steps=steps + 1, request_log=256)
+    action = env.default_action()
+    flat = env.encode_action(action)
+
+    def run(key):
+        return rollout(env, params, lambda k, obs, st: flat, key, steps, lambda s: s.info["requests"])[1]
+
+    logs = jax.device_get(jax.jit(run)(jax.random.PRNGKey(0)))
+    count = np.asarray(logs["count"])
+    if count.max() > 256:
+        raise RuntimeError(f"{count.max()} requests finished in one interval: the request log holds 256")
+    rows = np.concatenate([logs["rows"][t, : count[t]] for t in range(len(count))])
+    col = {name: rows[:, i] for i, name in enumerate(REQUEST_LOG_COLUMNS)}
+    reqs = reference.Requests.from_arrays(
+        col["arrival_s"], col["prompt_tokens"].astype(int), col["output_tokens"].astype(int), col["tenant"].astype(int)
+    )
+    walls, cpus = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = reference.simulate(reqs, env.cfg, params, action)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    wall, cpu = float(np.median(walls)), float(np.median(cpus))
+    n = len(reqs)
+    return {
+        "simulator": "gymjax.reference (plain Python, one event per iteration)",
+        "requests": n,
+        "requests_finished": int((res.requests["status"] == reference.FINISHED).sum()),
+        "iterations": int(res.counters.get("iterations", 0)) if res.counters else None,
+        "runs_wall_s": [round(x, 4) for x in walls],
+        "median_wall_s": round(wall, 4),
+        "median_cpu_s": round(cpu, 4),
+        "sim_requests_per_wall_s": round(n / wall, 1),
+        "sim_requests_per_cpu_s": round(n / cpu, 1),
     }
 
 
@@ -67,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clusters", type=int, nargs="*", default=[1, 1024])
     ap.add_argument("--seconds", type=int, default=200, help="simulated seconds per cluster (one episode)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-reference", action="store_true", help="skip the reference simulator side by side")
     args = ap.parse_args(argv)
 
     monitor = LoadMonitor()
@@ -92,6 +153,24 @@ def main(argv: list[str] | None = None) -> None:
             row = {"clusters": n, "oom": is_oom(e), "error": f"{type(e).__name__}: {str(e)[:300]}"}
             print(f"{n:>9,d} clusters: {row['error'][:160]}", flush=True)
         out["results"].append(row)
+        out["load"] = monitor.report()
+        write_result(path, out)
+    if not args.no_reference:
+        ref = reference_row(args.task, args.seconds, args.repeats)
+        print(
+            f"reference simulator, the requests of one cluster ({ref['requests']:,d}): {ref['median_wall_s']:.3f} s -> "
+            f"{ref['sim_requests_per_cpu_s']:,.0f} simulated requests per CPU-second",
+            flush=True,
+        )
+        speedup = {
+            str(r["clusters"]): round(r["sim_requests_per_cpu_s"] / ref["sim_requests_per_cpu_s"], 1)
+            for r in out["results"]
+            if "sim_requests_per_cpu_s" in r
+        }
+        for n, x in speedup.items():
+            print(f"  fast engine at {int(n):,d} clusters: {x:,.1f}x the reference's simulated requests per CPU-second")
+        out["reference"] = ref
+        out["fast_over_reference_requests_per_cpu_s"] = speedup
         out["load"] = monitor.report()
         write_result(path, out)
     print(f"wrote {path}")
