@@ -181,6 +181,15 @@ def sim_rate(d: Path) -> list[str]:
                 )
             else:
                 out.append(f"| {r['clusters']:,d} | {'OOM' if r.get('oom') else 'error'} | | | | | |")
+        ref = data.get("reference")
+        if ref:
+            ratios = ", ".join(f"{int(n):,d} clusters {x:,.1f}x" for n, x in data.get("fast_over_reference_requests_per_cpu_s", {}).items())
+            out += [
+                "",
+                f"Side by side: {ref['simulator']} served the {ref['requests']:,d} requests one cluster served in "
+                f"{ref['median_wall_s']:.3f} s ({_n(ref['sim_requests_per_cpu_s'])} simulated requests per CPU-second); "
+                f"the fast engine per CPU-second: {ratios}.",
+            ]
         out.append("")
     return out
 
