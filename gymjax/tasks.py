@@ -133,6 +133,7 @@ CONFIG_LIMITS: dict[str, tuple[str, float, float, bool]] = {
     "n_hist": ("int", 2, 1024, False),
     "n_quantiles": ("int", 2, 4096, False),
     "preempt_per_leap": ("int", 0, 4096, False),
+    "request_log": ("int", 0, 65536, False),
 }
 # TenantSpec fields
 TENANT_LIMITS: dict[str, tuple[str, float, float, bool]] = {

@@ -115,3 +115,11 @@ def test_any_value_either_builds_within_range_or_is_refused_naming_its_field(fie
 def test_tenant_limits_cover_every_numeric_tenant_field():
     numeric = {f for f, v in vars(TenantSpec()).items() if isinstance(v, float)}
     assert numeric <= set(TENANT_LIMITS)
+
+
+def test_config_limits_cover_every_size_of_envconfig():
+    """Every integer size of EnvConfig has a range an override is checked against (request_log had none)."""
+    import dataclasses
+
+    sizes = {f.name for f in dataclasses.fields(gymjax.EnvConfig) if f.type in (int, "int")}
+    assert sizes == set(CONFIG_LIMITS)
