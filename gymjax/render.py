@@ -169,6 +169,21 @@ def plot_timeline(tl: dict, path: str | Path, title: str | None = None) -> Path:
 TEMPLATE = Path(__file__).parent / "data" / "timeline.html"  # the page; its placeholders are filled by write_html
 
 
+def html_page(tl: dict, title: str, subtitle: str, live_script: str = "") -> str:
+    """The page of :data:`TEMPLATE` for timeline ``tl``. ``live_script`` (JavaScript defining
+    ``live()``) turns it into a live page that records its own timeline step by step (the server's
+    landing page, ``server/static/live.js``); without it the page shows ``tl``."""
+    panels = [[name, unit, lines, slo] for name, unit, lines, slo in PANELS]
+    return (
+        TEMPLATE.read_text()
+        .replace("__TITLE__", html.escape(title))
+        .replace("__SUBTITLE__", html.escape(subtitle))
+        .replace("__PANELS__", json.dumps(panels))
+        .replace("__DATA__", json.dumps(tl).replace("</", "<\\/"))
+        .replace("// __LIVE__", live_script.replace("</", "<\\/"))
+    )
+
+
 def write_html(tl: dict, path: str | Path, title: str | None = None, subtitle: str = "") -> Path:
     """The timeline as one self-contained HTML page: the same panels as SVG, a step slider, play/step
     buttons and a per-panel readout of the step under the cursor. Returns the path."""
@@ -180,13 +195,5 @@ def write_html(tl: dict, path: str | Path, title: str | None = None, subtitle: s
         f"episode score {s['score']:.3f} (goodput {s['goodput']:.3f}, cost {s['cost']:.3f}, "
         f"quality {s['quality']:.3f}); grey: engine reloading, draining or unable to serve"
     )
-    panels = [[name, unit, lines, slo] for name, unit, lines, slo in PANELS]
-    page = (
-        TEMPLATE.read_text()
-        .replace("__TITLE__", html.escape(title))
-        .replace("__SUBTITLE__", html.escape(subtitle))
-        .replace("__PANELS__", json.dumps(panels))
-        .replace("__DATA__", json.dumps(tl).replace("</", "<\\/"))
-    )
-    path.write_text(page)
+    path.write_text(html_page(tl, title, subtitle))
     return path

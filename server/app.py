@@ -1,18 +1,22 @@
-"""The InferenceGym OpenEnv server (FastAPI, built on openenv-core 0.3).
+"""The InferenceGym OpenEnv server (FastAPI, built on ``openenv`` 0.10: its ``HTTPEnvServer``).
 
     make serve                                   # uvicorn server.app:app on :8000
     python -m server.app --port 8000             # the same, via main()
 
 Endpoints (docs/server.md has the full reference):
 
-- ``WS /ws`` (openenv-core): one session per connection, ``reset``/``step``/``state`` messages;
-  concurrent sessions, a session cap and idle eviction.
+- ``WS /ws`` (OpenEnv's protocol, :mod:`server.ws`): one session per connection,
+  ``reset``/``step``/``state`` messages; concurrent sessions, a session cap and idle eviction.
 - ``POST /reset`` -> ``session_id``; ``POST /step`` and ``GET /state?session_id=`` act on that
-  session. Unlike openenv-core's stateless HTTP routes, HTTP episodes are real; ``POST /reset``
+  session. Unlike OpenEnv's stateless HTTP routes, HTTP episodes are real; ``POST /reset``
   with ``{}`` opens a session on the default task. ``POST /close`` frees a session.
 - ``GET /tasks`` (catalogue + action schemas), ``POST /grader`` (score of a session's own finished
-  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process).
-- ``GET /health``, ``GET /metadata``, ``GET /schema``, ``POST /mcp`` (openenv-core contract).
+  episode), ``POST /baseline`` (a gymjax baseline run in a niced worker process), ``POST
+  /baseline/action`` (a baseline's action at a session's current step), ``GET /`` (the landing page:
+  a live episode of a baseline, ``server/static/live.js``).
+- ``GET /health``, ``GET /metadata``, ``GET /schema``, ``POST /mcp``, ``WS /mcp`` (OpenEnv's contract) and
+  its Task API: ``GET /list_environments``, ``GET /inferencegym/splits``, ``POST /inferencegym/tasks``,
+  ``/num_tasks``, ``/task``, ``/task_range`` (one split, ``test``: the served tasks).
 
 Configuration (environment variables): ``INFERENCEGYM_TASKS`` (comma list, default all buildable
 tasks), ``INFERENCEGYM_TASK_OVERRIDES`` (JSON applied to every task, e.g. sizes),
@@ -31,23 +35,31 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, Query, Request, WebSocket
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute, APIWebSocketRoute
-from openenv.core.env_server.exceptions import SessionCapacityError
-from openenv.core.env_server.http_server import HTTPEnvServer
-from openenv.core.env_server.types import ConcurrencyConfig, SchemaResponse
-from pydantic import ValidationError
+try:
+    from fastapi import Body, FastAPI, Query, Request, WebSocket
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.routing import APIRoute, APIWebSocketRoute
+    from openenv.core.env_server.exceptions import SessionCapacityError
+    from openenv.core.env_server.http_server import HTTPEnvServer
+    from openenv.core.env_server.types import ConcurrencyConfig, SchemaResponse
+    from pydantic import ValidationError
+except ModuleNotFoundError as e:  # `pip install inferencegym` without the server extra
+    from server import missing, missing_message
+
+    raise ModuleNotFoundError(missing_message(missing() or [str(e.name)]), name=e.name) from e
 
 import gymjax
 import server.environment as environment
-from server.environment import InferenceGymEnvironment
+from server.environment import InferenceGymEnvironment, resolve_task
 from server.models import (
     ActionEnvelope,
+    BaselineActionBody,
+    BaselineActionResponse,
     BaselineBody,
     BaselineResponse,
     GraderResponse,
@@ -63,7 +75,16 @@ from server.models import (
     knob_errors,
     safe_errors,
 )
-from server.runtime import Episode, Prepared, RuntimeRegistry, SessionError, baseline_in_worker, baseline_worker_init, excerpt
+from server.runtime import (
+    Episode,
+    Prepared,
+    RuntimeRegistry,
+    SessionError,
+    baseline_action,
+    baseline_in_worker,
+    excerpt,
+)
+from server.worker import baseline_worker_init
 from server.ws import serve_session
 
 log = logging.getLogger("inferencegym.server")
@@ -81,11 +102,11 @@ def _int_env(name: str, default: int) -> int:
 
 
 class GymHTTPServer(HTTPEnvServer):
-    """openenv-core's server with sessions that HTTP can address too.
+    """OpenEnv's server with sessions that HTTP can address too.
 
     WebSocket and HTTP sessions share one table, one cap and one idle reaper; a session's id is also
     stored on its environment so ``/state`` and ``/grader`` can report it. This class is the only
-    code that touches openenv-core's private session API (``_create_session``, ``_destroy_session``,
+    code that touches ``openenv``'s private session API (``_create_session``, ``_destroy_session``,
     ``_update_session_activity``, ``_sessions``, ``_session_info``, ``_session_idle_timeout_s``,
     ``_reap_idle_sessions``); the routes use :meth:`open_session`, :meth:`session`, :meth:`touch`
     and :meth:`close_session`.
@@ -112,7 +133,9 @@ class GymHTTPServer(HTTPEnvServer):
         self._update_session_activity(session_id, increment_step=stepped)
 
     async def _reap_idle_sessions(self) -> None:
-        # openenv-core checks every max(timeout/4, 5 s); check at timeout/4 (at most every 5 s).
+        # openenv checks every max(timeout/4, 5 s); check at timeout/4 (at most every 5 s), WebSocket
+        # sessions included (openenv 0.10 exempts a session while a socket is attached; here an idle
+        # socket's session expires like any other).
         timeout = self._session_idle_timeout_s
         if timeout is None:
             return
@@ -272,6 +295,8 @@ def create_app(
         ActionEnvelope,  # WebSocket steps: the session validates the knobs once, with its task's model
         ServeObservationModel,
         concurrency_config=ConcurrencyConfig(max_concurrent_envs=max_sessions, session_timeout=timeout),
+        env_name=environment.ENV_NAME,  # the Task API's /{env_name}/... routes
+        state_cls=ServeStateModel,
     )
     app.state.server = srv
     app.state.registry = reg
@@ -310,7 +335,9 @@ def create_app(
     async def prepare(episode: Episode, body: ResetFields) -> Prepared:
         """Build what a reset needs in a worker thread: compiling a task or building it for new
         overrides takes tens of ms to seconds, and the event loop serves every other session."""
-        return await asyncio.get_running_loop().run_in_executor(None, episode.prepare, body.task, body.seed, body.overrides)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: episode.prepare(resolve_task(body.task, body.split, body.index), body.seed, body.overrides)
+        )
 
     # ---------------------------------------------------------------------------------------------
     @app.post(
@@ -450,7 +477,46 @@ def create_app(
             "evaluator_cached": cached,
         }
 
-    # openenv-core's routes (/mcp, /health, /metadata, ...) after ours; its stateless /reset, /step,
+    landing: dict[str, str] = {}
+
+    @app.get("/", include_in_schema=False)
+    async def landing_page() -> HTMLResponse:
+        """A live episode of a chosen task and baseline (server/static/live.js in the timeline page of
+        `inferencegym render`), played against this server's own /reset, /baseline/action and /step."""
+        if not landing:
+            from gymjax.render import html_page
+
+            empty = {"task": "", "steps": 1, "series": {"reward": [], "reconfig_remaining_s": [], "invalid_config": []}}
+            landing["page"] = html_page(
+                empty,
+                "InferenceGym: a live episode",
+                "loading the task catalogue...",
+                live_script=(Path(__file__).parent / "static" / "live.js").read_text(),
+            )
+        return HTMLResponse(landing["page"])
+
+    policy_gate = asyncio.Semaphore(1)  # a baseline's first action compiles it: one compilation at a time
+
+    @app.post(
+        "/baseline/action",
+        response_model=BaselineActionResponse,
+        tags=["Grading"],
+        summary="The action a gymjax baseline policy takes at a session's current step (the episode does not move)",
+    )
+    async def baseline_action_route(body: BaselineActionBody) -> dict:
+        policies = gymjax.baselines.POLICIES
+        if body.policy not in policies:
+            raise SessionError(
+                422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
+            )
+        env = await srv.session(body.session_id)
+        inputs = env.episode.policy_inputs(body.policy)
+        srv.touch(body.session_id)
+        async with policy_gate:
+            act = await asyncio.get_running_loop().run_in_executor(None, baseline_action, inputs)
+        return {"session_id": body.session_id, "policy": body.policy, "step": inputs[5], "action": act}
+
+    # openenv's routes (/mcp, /health, /metadata, the Task API) after ours; its stateless /reset, /step,
     # /state, its /schema and its /ws are dropped in favour of the ones here.
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
@@ -532,10 +598,12 @@ def main(host: str = "0.0.0.0", port: int = 8000, log_level: str = "info") -> No
     uvicorn.run(app, host=host, port=port, ws_max_size=ws_transport_max_bytes(max_body), log_level=log_level)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m server.app [--host H] [--port P] [--log-level L] [--compile-only]`` (and the
+    ``server`` command): serve, or compile every task and exit. Returns the exit code."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="InferenceGym OpenEnv server")
+    parser = argparse.ArgumentParser(prog="server", description="InferenceGym OpenEnv server")
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "info"))
@@ -544,7 +612,12 @@ if __name__ == "__main__":
         action="store_true",
         help="compile every served task and exit (the Dockerfile runs it at build time to fill JAX_COMPILATION_CACHE_DIR)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.compile_only:
-        raise SystemExit(compile_all())
+        return compile_all()
     main(host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())

@@ -1,4 +1,4 @@
-"""A typed openenv-core ``EnvClient`` for the InferenceGym server (WebSocket sessions).
+"""A typed OpenEnv ``EnvClient`` (``openenv.core.env_client``, openenv 0.10) for the InferenceGym server (WebSocket sessions).
 
     import asyncio
     from server.client import InferenceGymClient

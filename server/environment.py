@@ -1,4 +1,4 @@
-"""``InferenceGymEnvironment``: the openenv-core ``Environment`` of one session.
+"""``InferenceGymEnvironment``: the OpenEnv ``Environment`` of one session (openenv 0.10).
 
 Each WebSocket connection (and each HTTP session) owns one instance; all instances of a task share
 the task's compiled functions (:mod:`server.runtime`). ``reset``/``step`` are cheap after the
@@ -6,6 +6,10 @@ first compilation, so ``step_async`` runs inline on the event loop (no thread ho
 ``reset_async`` prepares the episode in a worker thread (a task's first compilation, or building it
 for overrides not seen before, takes tens of ms to seconds and must not stall other sessions) and
 starts it on the loop.
+
+It is also OpenEnv's ``TaskProvider`` (the ``/{env_name}/splits``, ``/tasks``, ``/num_tasks``,
+``/task``, ``/task_range`` routes): one split, ``test``, whose tasks are the served tasks in
+``GET /tasks`` order; ``reset(split="test", index=i)`` starts task ``i``.
 """
 
 from __future__ import annotations
@@ -43,11 +47,43 @@ def registry() -> RuntimeRegistry:
 
 def _unknown_fields(kwargs: dict) -> SessionError:
     names = sorted(excerpt(k, 40) for k in kwargs)[:8]
-    return SessionError(422, f"unknown reset field(s) {names}; accepted: seed, episode_id, task, overrides")
+    return SessionError(422, f"unknown reset field(s) {names}; accepted: seed, episode_id, task, overrides, split, index")
+
+
+SPLIT = "test"  # the Task API's one split: the served tasks are a benchmark, not training data
+
+
+def _check_split(split: Any) -> None:
+    if split != SPLIT:
+        raise SessionError(422, f"unknown split {excerpt(split, 40)}; this environment has one split, {SPLIT!r}", field="split")
+
+
+def task_spec(reg: RuntimeRegistry, index: int) -> dict[str, Any]:
+    """The Task API's spec of the served task at ``index`` (``GET /tasks``'s entry without its action schema)."""
+    names = reg.task_names
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(names):
+        raise IndexError(index)
+    entry = {k: v for k, v in reg.get(names[index], compile=False).describe().items() if k != "action_schema"}
+    return {"id": names[index], "index": index, "split": SPLIT, "reset": {"task": names[index]}, **entry}
+
+
+def resolve_task(task: str | None, split: str | None, index: int | None) -> str | None:
+    """The task a reset names: ``task``, or the Task API's ``split``/``index`` (not both)."""
+    if index is None:
+        if split is not None:
+            raise SessionError(422, "split without index: name a task with index (and split), or with task", field="index")
+        return task
+    _check_split(SPLIT if split is None else split)
+    names = registry().task_names
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(names):
+        raise SessionError(422, f"index must be an integer in [0, {len(names) - 1}], got {excerpt(index)}", field="index")
+    if task is not None and task != names[index]:
+        raise SessionError(422, f"task {excerpt(task, 40)} and index {index} ({names[index]}) disagree: name one", field="task")
+    return names[index]
 
 
 class InferenceGymEnvironment(Environment):
-    """One session: an :class:`~server.runtime.Episode` behind the openenv-core interface."""
+    """One session: an :class:`~server.runtime.Episode` behind the OpenEnv interface."""
 
     SUPPORTS_CONCURRENT_SESSIONS = True
 
@@ -68,7 +104,7 @@ class InferenceGymEnvironment(Environment):
 
     @staticmethod
     def _action_fields(action: Any) -> Mapping[str, Any]:
-        """The knobs as JSON fields, for the task's action model to validate: openenv-core's WebSocket
+        """The knobs as JSON fields, for the task's action model to validate: OpenEnv's WebSocket
         handler passes an :class:`~server.models.ActionEnvelope`; in-process callers may pass a dict,
         any pydantic action or a ``gymjax.ServeAction``."""
         if isinstance(action, Mapping):
@@ -79,24 +115,41 @@ class InferenceGymEnvironment(Environment):
             return action.to_dict()
         raise SessionError(422, f"an action is an object of the six knobs {list(KNOB_NAMES)}, got {type(action).__name__}", field="action")
 
-    # -- openenv-core Environment ------------------------------------------------------------------
+    # -- OpenEnv Environment -----------------------------------------------------------------------
     def reset(
-        self, seed: int | None = None, episode_id: str | None = None, task: str | None = None, overrides: dict | None = None, **kwargs: Any
+        self,
+        seed: int | None = None,
+        episode_id: str | None = None,
+        task: str | None = None,
+        overrides: dict | None = None,
+        split: str | None = None,
+        index: int | None = None,
+        **kwargs: Any,
     ) -> ServeObservationModel:
-        """Start an episode of ``task`` (default: the first served task) with ``seed`` and
-        params-only ``overrides`` (e.g. ``{"horizon_steps": 50}``)."""
+        """Start an episode of ``task`` (default: the first served task; or the Task API's
+        ``split``/``index``) with ``seed`` and params-only ``overrides`` (e.g. ``{"horizon_steps": 50}``)."""
         self._check_open()
         if kwargs:
             raise _unknown_fields(kwargs)
+        task = resolve_task(task, split, index)
         return self._observation(self.episode.reset(task=task, seed=seed, overrides=overrides, episode_id=episode_id))
 
     async def reset_async(
-        self, seed: int | None = None, episode_id: str | None = None, task: str | None = None, overrides: dict | None = None, **kwargs: Any
+        self,
+        seed: int | None = None,
+        episode_id: str | None = None,
+        task: str | None = None,
+        overrides: dict | None = None,
+        split: str | None = None,
+        index: int | None = None,
+        **kwargs: Any,
     ) -> ServeObservationModel:
         self._check_open()
         if kwargs:
             raise _unknown_fields(kwargs)
-        prep = await asyncio.get_running_loop().run_in_executor(None, self.episode.prepare, task, seed, overrides)
+        prep = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.episode.prepare(resolve_task(task, split, index), seed, overrides)
+        )
         self._check_open()  # closed while it was being prepared
         return self._observation(self.episode.start(prep, episode_id))
 
@@ -119,5 +172,38 @@ class InferenceGymEnvironment(Environment):
     def close(self) -> None:
         self.closed = True
 
+    # -- OpenEnv TaskProvider (discovery only; a fresh instance answers) ----------------------------
+    def list_splits(self) -> list[dict[str, str]]:
+        return [{"name": SPLIT, "type": SPLIT}]
 
-__all__ = ["InferenceGymEnvironment", "ServeActionModel", "ServeObservationModel", "ServeStateModel", "registry"]
+    async def num_tasks(self, split: str) -> int:
+        _check_split(split)
+        return len(await asyncio.get_running_loop().run_in_executor(None, lambda: registry().task_names))
+
+    async def get_task_range(self, split: str, start: int | None = None, stop: int | None = None) -> list[dict[str, Any]]:
+        _check_split(split)
+
+        def specs() -> list[dict[str, Any]]:  # building a task's params is not for the event loop
+            reg = registry()
+            return [task_spec(reg, i) for i in range(len(reg.task_names))[start:stop]]
+
+        return await asyncio.get_running_loop().run_in_executor(None, specs)
+
+    async def list_tasks(self, split: str) -> list[dict[str, Any]]:
+        return await self.get_task_range(split)
+
+    async def get_task(self, split: str, index: int) -> dict[str, Any]:
+        _check_split(split)
+        return await asyncio.get_running_loop().run_in_executor(None, task_spec, registry(), index)
+
+
+__all__ = [
+    "SPLIT",
+    "InferenceGymEnvironment",
+    "resolve_task",
+    "task_spec",
+    "ServeActionModel",
+    "ServeObservationModel",
+    "ServeStateModel",
+    "registry",
+]

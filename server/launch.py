@@ -69,3 +69,42 @@ def running_server(tasks: tuple[str, ...], overrides: dict | None = None, extra_
             proc.wait(timeout=15)
         log.close()
         os.unlink(log.name)
+
+
+def screenshot(out: Path, task: str, policy: str, seed: int, test_sizes: bool = False, width: int = 1120) -> Path:
+    """Serve ``task``, open the landing page in headless Chromium (Playwright with the system browser),
+    play one whole episode of ``policy`` and save a full-page screenshot to ``out`` (the figure in
+    docs/server.md)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise SystemExit("no Chromium on this machine (Debian: apt-get install chromium)")
+    with running_server((task,), TEST_SIZES if test_sizes else {}, start_timeout_s=600) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(f"{url}/?task={task}&policy={policy}&seed={seed}&speed=0&autoplay=1")
+            page.wait_for_function("window.liveDone === true", timeout=900_000)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+            print(f"{page.inner_text('#live-status')}; wrote {out}")
+        finally:
+            browser.close()
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="python -m server.launch screenshot OUT.png: the landing page after one live episode")
+    ap.add_argument("command", choices=["screenshot"])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--task", default="bursty")
+    ap.add_argument("--policy", default="heuristic")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--test-sizes", action="store_true", help="serve the tests' small sizes (12-step episodes)")
+    a = ap.parse_args()
+    screenshot(a.out, a.task, a.policy, a.seed, a.test_sizes)

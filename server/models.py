@@ -71,7 +71,7 @@ ServeActionModel = action_model(knob_table(MAX_SLOTS))
 
 
 class ActionEnvelope(Action):
-    """A WebSocket step's action as openenv-core hands it to the session: the client's knobs, not yet
+    """A WebSocket step's action as OpenEnv's protocol hands it to the session: the client's knobs, not yet
     validated. The session validates them once, with its task's action model (the bound on
     ``batch_cap`` is the task's ``n_slots``, which a server-wide model cannot know)."""
 
@@ -199,6 +199,11 @@ class ResetFields(BaseModel):
     overrides: dict[str, Any] = Field(
         default_factory=dict, max_length=16, description='params-only task overrides, e.g. {"horizon_steps": 50} (an unofficial episode)'
     )
+    # OpenEnv's Task API way to name a task (GET /inferencegym/splits, POST /inferencegym/tasks)
+    split: str | None = Field(default=None, max_length=100, description='the Task API split ("test", the only one); with index')
+    index: int | None = Field(
+        default=None, ge=0, le=10_000, strict=True, description="the Task API index of a task in split (instead of task)"
+    )
 
 
 class ResetBody(ResetFields):
@@ -277,3 +282,17 @@ class BaselineResponse(BaseModel):
     scores: list[float]
     mean: float
     evaluator_cached: bool = Field(description="the compiled evaluator of an earlier identical request was reused (no retrace)")
+
+
+class BaselineActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(max_length=64, description="the id returned by POST /reset")
+    policy: str = Field(default="heuristic", max_length=100, description="a name from gymjax.baselines.POLICIES")
+
+
+class BaselineActionResponse(BaseModel):
+    session_id: str
+    policy: str
+    step: int = Field(description="the episode step the action is for (steps taken so far)")
+    action: dict[str, int | float] = Field(description="the ServeAction the baseline takes now (int knobs as ints): POST it to /step")

@@ -53,6 +53,8 @@ I32 = jnp.int32
 CLIENT_OVERRIDES = ("horizon_steps", "model", "gpu", "n_gpus", "tensor_parallel", "dt_s", "max_wait_s")
 MAX_HORIZON_STEPS = 100_000
 EVALUATOR_CACHE = 16  # compiled baseline evaluators kept per task
+POLICY_CACHE = 16  # compiled baseline policies (POST /baseline/action) kept per task
+POLICY_KEY_SALT = 0x9E3779B9  # a baseline's key at step i: fold_in(fold_in(step_key, i), salt), never the step's own key
 COUNTER_NAMES = ("arrived", "finished", "running", "waiting", "dropped")
 
 
@@ -177,6 +179,7 @@ class TaskRuntime:
         env = self.env
         self._params_cache: OrderedDict[tuple, tuple] = OrderedDict()
         self._evaluators: OrderedDict[tuple, Any] = OrderedDict()
+        self._policies: OrderedDict[tuple, Any] = OrderedDict()
         self._action_cache: dict[tuple, gymjax.ServeAction] = {}
         self._action_lock = threading.Lock()  # not self._lock: compile() parses an action while holding that
         self._lock = threading.Lock()
@@ -319,6 +322,33 @@ class TaskRuntime:
         out = jax.device_get(fn(params, jax.random.split(jax.random.PRNGKey(seed), n_seeds)))
         return [float(x) for x in np.asarray(out["score"][0])], cached
 
+    def policy_fn(self, policy_name: str, overrides: dict[str, Any], params: gymjax.EnvParams):
+        """The jitted ``(key, obs, packed_state) -> ServeAction`` of baseline ``policy_name`` built for
+        ``params`` (an episode's: a policy closes over the params it was built for), cached per
+        (policy, overrides), at most :data:`POLICY_CACHE`. Its first call compiles: call it off the loop."""
+        key = (policy_name, tuple(sorted(overrides.items())))
+        with self._lock:
+            fn = self._policies.get(key)
+            if fn is not None:
+                self._policies.move_to_end(key)
+                return fn
+        try:
+            policy = gymjax.baselines.POLICIES[policy_name](self.env, params)
+        except (KeyError, ValueError) as e:  # e.g. no tuned best-constant / oracle for this task
+            raise SessionError(422, f"policy {policy_name!r} is not available on task {self.name!r}: {e}", field="policy") from e
+        env, sp = self.env, self.state_packer
+
+        def act(key, obs, packed_state) -> gymjax.ServeAction:
+            a = policy(key, obs, sp.unpack(packed_state))
+            return a if isinstance(a, gymjax.ServeAction) else env.decode_action(a)
+
+        fn = jax.jit(act)
+        with self._lock:
+            self._policies[key] = fn
+            while len(self._policies) > POLICY_CACHE:
+                self._policies.popitem(last=False)
+        return fn
+
     def describe(self) -> dict[str, Any]:
         """The catalogue entry of this task (``GET /tasks``)."""
         s = self.spec
@@ -338,20 +368,12 @@ class TaskRuntime:
             "obs_dim": self.env.obs_dim,
             "grader": "gymjax.grade(params, episode_stats): episode score in [0, 1]",
             "action_schema": self.action_model.model_json_schema(),
+            "knob_levels": {k.name: list(k.levels) for k in self.env.knobs},  # the learner's levels of each knob
             "overrides_allowed": list(CLIENT_OVERRIDES),
         }
 
 
 _WORKER_RUNTIMES: dict[tuple, TaskRuntime] = {}
-
-
-def baseline_worker_init() -> None:
-    """The /baseline worker process runs at a lower CPU priority than the server, so a baseline
-    evaluation takes the CPU the sessions' steps leave."""
-    try:
-        os.nice(int(os.environ.get("INFERENCEGYM_BASELINE_NICE") or 10))
-    except OSError:
-        pass
 
 
 def baseline_in_worker(
@@ -364,6 +386,20 @@ def baseline_in_worker(
     if rt is None:
         rt = _WORKER_RUNTIMES[key] = TaskRuntime(task, base_overrides)
     return rt.run_baseline(policy, overrides, seed, n_seeds)
+
+
+def baseline_action(inputs: tuple) -> dict[str, Any]:
+    """The ServeAction (JSON knobs) baseline ``policy_name`` takes at an episode's current step, from
+    :meth:`Episode.policy_inputs`; its key is ``fold_in(fold_in(step_key, step), POLICY_KEY_SALT)``,
+    so the same seed gives the same actions. May compile (first use per task, policy and overrides):
+    run it off the event loop. Nothing of the episode changes."""
+    rt, policy_name, overrides, params, step_key, step, obs, state = inputs
+    fn = rt.policy_fn(policy_name, overrides, params)
+    key = jax.random.fold_in(jax.random.fold_in(step_key, step), POLICY_KEY_SALT)
+    action = jax.device_get(fn(key, jnp.asarray(obs, jnp.float32), state))
+    out = gymjax.ServeAction(*(np.asarray(getattr(action, k)).item() for k in KNOB_NAMES)).to_dict()
+    out["kv_budget_fraction"] = float(f"{out['kv_budget_fraction']:.7g}")  # the float32 level as written (0.9, not 0.8999999761581421)
+    return out
 
 
 class RuntimeRegistry:
@@ -484,6 +520,15 @@ class Episode:
         self.counters: dict[str, int] = {}
         self.final_episode: dict[str, Any] | None = None
         self.score: float | None = None
+        self.last_obs: list[float] | None = None  # the flat observation the client saw last
+
+    def policy_inputs(self, policy_name: str) -> tuple:
+        """What :func:`baseline_action` needs, taken now (on the event loop, between this session's calls)."""
+        if self.rt is None:
+            raise SessionError(409, "no episode: reset first")
+        if self.done:
+            raise SessionError(409, f"the episode ended at step {self.step_count}; reset to start another")
+        return self.rt, policy_name, dict(self.overrides), self.params, self.step_key, self.step_count, self.last_obs, self.state
 
     # --------------------------------------------------------------------------------------------
     def prepare(self, task: str | None = None, seed: int | None = None, overrides: dict | None = None) -> Prepared:
@@ -515,6 +560,7 @@ class Episode:
         self.horizon = int(prep.params.horizon_steps)
         self.action_in_force = rt.env.default_action().to_dict()
         self.counters = {c: 0 for c in COUNTER_NAMES}
+        self.last_obs = host[rt.layout["obs"]]
         return self._payload(host, reward=None)
 
     def reset(
@@ -545,6 +591,7 @@ class Episode:
         self.state, packed = rt.step_fn(self.step_key, self.step_count, self.state, action, self.packed_params)
         host = np.asarray(packed).tolist()
         lay = rt.layout
+        self.last_obs = host[lay["obs"]]
         reward = host[lay["reward"].start]
         self.step_count += 1
         self.reward_sum += reward

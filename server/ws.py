@@ -1,10 +1,14 @@
-"""``WS /ws``: openenv-core's session protocol, served by InferenceGym's own handler.
+"""``WS /ws``: OpenEnv's session protocol, served by InferenceGym's own handler.
 
-The messages and replies are openenv-core's (``WSResetMessage``, ``WSStepMessage``,
+The messages and replies are ``openenv``'s (0.10: ``WSResetMessage``, ``WSStepMessage``,
 ``WSStateMessage``, ``WSCloseMessage``; ``WSObservationResponse``, ``WSStateResponse``,
 ``WSErrorResponse``), so its ``EnvClient`` (and :class:`server.client.InferenceGymClient`) speak to
-it unchanged. What differs from openenv-core 0.3's handler is what happens on bad input: every
-message a client can send gets a reply, and only ``close`` or a disconnect ends the session.
+it unchanged. What differs from openenv's own handler is what happens on bad input: every
+message a client can send gets a reply, and only ``close`` or a disconnect ends the session (openenv
+0.10's ends a session on a binary frame or a JSON value that is not an object, accepts ``NaN``, drops
+unknown reset fields silently and echoes the whole offending input in its errors). Its 0.10 additions
+``{"type": "mcp"}`` (this environment has no MCP tools) and ``/ws?session_id=`` (attach to an HTTP MCP
+session) are not served: the first gets ``UNKNOWN_TYPE``, the second a fresh session.
 
 - a binary frame, a frame over the size cap, text that is not JSON, JSON with ``NaN``/``Infinity``,
   or JSON that is not an object: an ``error`` reply (``INVALID_JSON``), the session goes on;

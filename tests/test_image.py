@@ -88,8 +88,21 @@ def test_the_image_gets_the_versions_the_tests_run_with():
     one JAX version) and for the server's own stack."""
     locked = _lock_closure(("server",))
     pinned = [Requirement(r).name for r in PYPROJECT["project"]["dependencies"] if "==" in r]
-    for name in pinned + ["fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core", "websockets", "numpy"]:
+    for name in pinned + ["openenv", "fastapi", "starlette", "uvicorn", "pydantic", "pydantic-core", "websockets", "numpy"]:
         assert md.version(name) == locked[re.sub(r"[-_.]+", "-", name).lower()], name
+
+
+def test_the_core_install_brings_no_web_stack_and_the_server_extra_brings_openenv():
+    """`pip install inferencegym` (no extra) resolves, in uv.lock, to the simulator's stack only;
+    the server's (openenv at its pinned release, FastAPI, gradio that openenv requires) comes with
+    `[server]`. tests/test_install.py checks the same at import time."""
+    core = _lock_closure(())
+    server = _lock_closure(("server",))
+    web = {"fastapi", "starlette", "uvicorn", "openenv", "openenv-core", "gradio", "fastmcp", "mcp", "pydantic", "httpx", "websockets"}
+    assert not web & core.keys(), sorted(web & core.keys())
+    assert {"jax", "jaxlib", "flax", "optax", "chex", "numpy", "matplotlib", "rich", "msgpack"} <= core.keys()
+    assert server["openenv"] == "0.10.0" and "openenv-core" not in server
+    assert {"fastapi", "uvicorn", "gradio", "fastmcp"} <= server.keys()
 
 
 @pytest.mark.slow
