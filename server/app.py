@@ -514,6 +514,7 @@ def create_app(
         srv.touch(body.session_id)
         async with policy_gate:
             act = await asyncio.get_running_loop().run_in_executor(None, baseline_action, inputs)
+        srv.touch(body.session_id)  # a first call compiles (seconds, more on a busy machine): the session was in use all along
         return {"session_id": body.session_id, "policy": body.policy, "step": inputs[5], "action": act}
 
     # openenv's routes (/mcp, /health, /metadata, the Task API) after ours; its stateless /reset, /step,
