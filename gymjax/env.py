@@ -152,8 +152,18 @@ class ServingEnv:
         return action
 
     def _clip_action(self, a: ServeAction) -> ServeAction:
+        """Each knob into its range (out-of-range values to the nearest end, +-inf included); a NaN
+        knob value, which no range check inside ``jit`` can refuse, plays the knob's default level
+        (:meth:`default_action`)."""
         ks = {k.name: k for k in self.knobs}
-        c = lambda n, dt: jnp.clip(jnp.asarray(getattr(a, n)), ks[n].low, ks[n].high).astype(dt)  # noqa: E731
+        default = self.default_action()
+
+        def c(n, dt):
+            x = jnp.asarray(getattr(a, n))
+            if jnp.issubdtype(x.dtype, jnp.floating):
+                x = jnp.where(jnp.isnan(x), getattr(default, n).astype(x.dtype), x)
+            return jnp.clip(x, ks[n].low, ks[n].high).astype(dt)
+
         return ServeAction(
             batch_cap=c("batch_cap", I32), kv_budget_fraction=c("kv_budget_fraction", F32),
             speculation_depth=c("speculation_depth", I32), quantization_tier=c("quantization_tier", I32),

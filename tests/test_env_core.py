@@ -99,6 +99,22 @@ def test_invalid_configuration_is_observable_not_a_crash(small_env, jit_step):
     assert float(info["metrics"].invalid_config) == 0.0
 
 
+def test_nan_and_infinite_knobs_inside_jit_play_defined_levels(small_env, jit_step):
+    """Inside jit nothing can refuse a bad knob value: NaN plays the knob's default level (vLLM's
+    0.9 for the KV budget), +-inf the nearest end of its range; the step stays finite."""
+    env, params = small_env
+    step = jit_step(env)
+    obs, st = env.reset(jax.random.PRNGKey(0), params)
+    base = env.default_action()
+    kv = {k.name: k for k in env.knobs}["kv_budget_fraction"]
+    for bad, means in ((float("nan"), 0.9), (float("inf"), kv.high), (float("-inf"), kv.low)):
+        got = step(jax.random.PRNGKey(1), st, base.replace(kv_budget_fraction=jnp.float32(bad)), params)
+        want = step(jax.random.PRNGKey(1), st, base.replace(kv_budget_fraction=jnp.float32(means)), params)
+        chex.assert_trees_all_equal(got, want)
+        assert np.all(np.isfinite(np.asarray(got[0]))) and np.isfinite(float(got[2])), bad
+        assert float(got[1].action.kv_budget_fraction) == np.float32(means), bad
+
+
 def test_same_key_same_trajectory_and_vmap_equals_single(small_env, jit_step):
     env, params = small_env
     space = env.action_space(params)
