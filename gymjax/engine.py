@@ -363,7 +363,7 @@ def finish_accounting(cfg: EnvConfig, params: EnvParams, st: EnvState, sched: Sc
     )
     hist_tpot = hist_add(ss.hist_tpot, tpot, (finished & (st.out_len > 1)).astype(F32))
     hist_e2e = hist_add(ss.hist_e2e, dec.t_finish - st.t_arrival, finished.astype(F32))
-    blocks_used_after = jnp.where(st.active, jnp.ceil(kv_tokens / KV_BLOCK_TOKENS), 0.0).sum()
+    blocks_used_after = jnp.where(st.active, queues.blocks_for(kv_tokens), 0.0).sum()
     if cfg.request_log:
         ss = log_finished(cfg, st, ss, finished, dec.t_finish)
     ss = ss.replace(

@@ -19,6 +19,18 @@ HIST_GROUP = 8  # hist_quantile's bins per group
 HIST_HI_S = 1000.0  # ... 1,000 s, log-spaced (EnvConfig.n_hist bins; 384 bins: each 3.7 % wide)
 
 
+TIE_ULPS = 8  # float32 ulps apart two compiled programs may compute one quantity (tie_slack)
+
+
+def tie_slack(x: jax.Array) -> jax.Array:
+    """How far apart two compiled programs may compute the same float32 quantity ``x``: ``TIE_ULPS``
+    ulps of ``|x|`` (at least 1e-9). XLA contracts multiply-adds into FMAs differently in each fusion
+    and sums in a different order, so a quantity that is *equal by construction* to a threshold (KV
+    tokens that a decode grant filled up to a block boundary) lands a few ulps on either side of it.
+    :func:`gymjax.physics.queues.blocks_for` counts tokens within this slack of a boundary as on it."""
+    return (TIE_ULPS * float(jnp.finfo(F32).eps)) * jnp.abs(x) + 1e-9
+
+
 def cumsum(x: jax.Array) -> jax.Array:
     """Inclusive cumulative sum over the last (small) axis as a triangular matmul.
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gymjax.physics.numerics import NEVER, cumsum, per_slot
+from gymjax.physics.numerics import NEVER, cumsum, per_slot, tie_slack
 from gymjax.presets import KV_BLOCK_TOKENS
 from gymjax.types import EnvConfig, EnvParams, EnvState, Plan
 
@@ -22,9 +22,16 @@ F32 = jnp.float32
 I32 = jnp.int32
 
 
+def blocks_for(kv_tokens: jax.Array) -> jax.Array:
+    """KV blocks that hold ``kv_tokens`` tokens (f32, integer-valued): ``ceil(tokens / 16)``, where
+    tokens within :func:`~gymjax.physics.numerics.tie_slack` of a block boundary count as on it (a
+    decode grant that fills the last block exactly must not open one more block on a rounding)."""
+    return jnp.ceil((kv_tokens - tie_slack(kv_tokens)) / KV_BLOCK_TOKENS)
+
+
 def kv_blocks(st: EnvState) -> jax.Array:
-    """KV blocks each slot holds [B] (f32; 0 for a free slot)."""
-    return jnp.where(st.active, jnp.ceil(st.kv_tokens / KV_BLOCK_TOKENS), 0.0)
+    """KV blocks each slot holds [B] (f32, integer-valued; 0 for a free slot)."""
+    return jnp.where(st.active, blocks_for(st.kv_tokens), 0.0)
 
 
 def lost_tokens(st: EnvState) -> jax.Array:
@@ -187,8 +194,10 @@ def admit(cfg: EnvConfig, params: EnvParams, plan: Plan, st: EnvState, allowed, 
 
     take_o = lambda x: flat(x)[order] if T > 1 else flat(x)  # noqa: E731
     o_elig = take_o(eligible)
-    o_target = take_o(c_prompt + c_gen.astype(I32)).astype(F32)
-    need_blocks = jnp.ceil((o_target + 1.0) / KV_BLOCK_TOKENS)
+    # the blocks its KV will take at admission (kv_tokens below: prompt + tokens generated before, which
+    # is fluid for a preempted request, + the first token)
+    o_target = take_o(c_prompt.astype(F32) + c_gen)
+    need_blocks = blocks_for(o_target + 1.0)
     free_blocks = plan.pool_blocks - kv_blocks(st).sum()
     free_slot = ~st.active
     n_free = free_slot.sum()
