@@ -80,6 +80,12 @@ def make(name: str, **overrides) -> tuple[ServingEnv, EnvParams]:
     ``tensor_parallel`` dividing ``n_gpus``); a bad one raises :class:`gymjax.tasks.InvalidTaskField`
     (a ``ValueError`` naming the field and its allowed range).
     """
+    env = tasks.env_from_spec(checked_spec(name, **overrides), name)
+    return env, env.default_params
+
+
+def checked_spec(name: str, **overrides) -> TaskSpec:
+    """:func:`task_spec` with every field checked as :func:`make` checks it (the spec ``make`` builds)."""
     spec = task_spec(name, **overrides)
     fix_tenants = "n_tenants" not in overrides and isinstance(spec.tenants, tuple) and spec.tenants  # an explicit one is checked
     if fix_tenants and spec.config.n_tenants != len(spec.tenants):
@@ -89,5 +95,4 @@ def make(name: str, **overrides) -> tuple[ServingEnv, EnvParams]:
         raise ValueError(f"unknown model {spec.model!r}; valid: {sorted(presets.MODELS)}")
     if spec.gpu not in presets.GPUS:
         raise ValueError(f"unknown gpu {spec.gpu!r}; valid: {sorted(presets.GPUS)}")
-    env = tasks.env_from_spec(spec, name)
-    return env, env.default_params
+    return spec

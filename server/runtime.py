@@ -40,8 +40,9 @@ import numpy as np
 
 import gymjax
 from gymjax.evaluation import make_evaluator
+from gymjax.registry import checked_spec
 from gymjax.spaces import KNOB_NAMES
-from gymjax.tasks import InvalidTaskField
+from gymjax.tasks import InvalidTaskField, host_params
 from server.models import OBS_FIELDS, OBS_VECTOR_FIELDS, action_model
 
 log = logging.getLogger("inferencegym.server")
@@ -155,6 +156,14 @@ class TreePacker:
             self.spec.append((dt, offsets.get(dt, 0), tuple(x.shape), size))
             offsets[dt] = offsets.get(dt, 0) + size
         self.dtypes = tuple(sorted(offsets))
+
+    def pack_host(self, tree: Any) -> tuple[np.ndarray, ...]:
+        """:meth:`pack` on the host, for a tree of NumPy leaves (no device work)."""
+        leaves = jax.tree.leaves(tree)
+        return tuple(
+            np.concatenate([np.ravel(np.asarray(x)).astype(dt) for x, s in zip(leaves, self.spec, strict=True) if s[0] == dt])
+            for dt in self.dtypes
+        )
 
     def pack(self, tree: Any) -> tuple[jax.Array, ...]:
         leaves = jax.tree.leaves(tree)
@@ -270,8 +279,9 @@ class TaskRuntime:
     def params_for(self, overrides: dict[str, Any]) -> tuple[gymjax.EnvParams, tuple]:
         """(params, packed params) of this task with a client's params-only overrides (cached, bounded).
 
-        A new set of overrides builds the task (``gymjax.make``, tens of ms): call it off the event
-        loop (:meth:`Episode.prepare` is)."""
+        A new set of overrides builds the task's params on the host (checked as ``gymjax.make`` checks
+        them, ~1 ms) and puts them on the device packed (two buffers): call it off the event loop
+        (:meth:`Episode.prepare` is)."""
         if not overrides:
             return self.params, self.packed_params
         check_overrides(overrides)
@@ -281,14 +291,15 @@ class TaskRuntime:
                 self._params_cache.move_to_end(key)
                 return self._params_cache[key]
         try:
-            env, params = gymjax.make(self.name, **{**self.base_overrides, **overrides})
+            spec = checked_spec(self.name, **{**self.base_overrides, **overrides})
+            params = host_params(spec)
         except InvalidTaskField as e:  # gymjax.make's check of every field: type and physical range
             raise SessionError(422, f"overrides.{e}", field=f"overrides.{e.field}", allowed=e.allowed) from e
         except (ValueError, TypeError, KeyError) as e:
             raise SessionError(422, f"invalid overrides: {e}", field="overrides") from e
-        if env.cfg != self.cfg or jax.tree.structure(params) != jax.tree.structure(self.params):  # would recompile
+        if spec.config != self.cfg or jax.tree.structure(params) != jax.tree.structure(self.params):  # would recompile
             raise SessionError(422, f"overrides {excerpt(overrides)} change the env's static sizes", field="overrides")
-        entry = (params, self.pack_params(params))
+        entry = (params, jax.device_put(self.params_packer.pack_host(params)))
         with self._lock:
             self._params_cache[key] = entry
             while len(self._params_cache) > 64:

@@ -66,7 +66,8 @@ def test_admission_reserves_the_blocks_a_preempted_requests_fluid_tokens_take():
         after = queues.admit(env.cfg, params, plan, st, jnp.bool_(True), queues.window(env.cfg, st))
         assert bool(after.active[0]) == admitted, free
         assert float(queues.kv_blocks(after).sum()) <= free
-    assert float(queues.blocks_for(jnp.float32(128.0))) == 8.0 and float(queues.blocks_for(jnp.float32(128.00005))) == 8.0  # 3 ulps over a boundary: a rounding
+    assert float(queues.blocks_for(jnp.float32(128.0))) == 8.0
+    assert float(queues.blocks_for(jnp.float32(128.00005))) == 8.0  # 3 ulps over a boundary: a rounding
     assert float(queues.blocks_for(jnp.float32(128.01))) == 9.0
 
 
