@@ -171,6 +171,13 @@ class GymHTTPServer(HTTPEnvServer):
         return env
 
 
+def check_policy(name: str) -> None:
+    """422 unless ``name`` is one of gymjax's baseline policies (``/baseline``, ``/baseline/action``)."""
+    policies = gymjax.baselines.POLICIES
+    if name not in policies:
+        raise SessionError(422, f"unknown policy {excerpt(name)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies))
+
+
 class RequestGuard:
     """ASGI middleware in front of every HTTP route: a request runs only once its whole body has
     arrived, within ``max_bytes`` (413 beyond, declared or streamed), as UTF-8 and as JSON without
@@ -440,11 +447,7 @@ def create_app(
     )
     async def baseline(body: BaselineBody | None = Body(default=None)) -> dict:  # noqa: B008
         body = body or BaselineBody()
-        policies = gymjax.baselines.POLICIES
-        if body.policy not in policies:
-            raise SessionError(
-                422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
-            )
+        check_policy(body.policy)
         if baseline_load["queued"] >= baseline_queue:  # running + waiting: beyond it, come back later
             raise SessionError(
                 429, f"{baseline_load['queued']} baseline runs queued (limit {baseline_queue}); retry later", limit=baseline_queue
@@ -504,11 +507,7 @@ def create_app(
         summary="The action a gymjax baseline policy takes at a session's current step (the episode does not move)",
     )
     async def baseline_action_route(body: BaselineActionBody) -> dict:
-        policies = gymjax.baselines.POLICIES
-        if body.policy not in policies:
-            raise SessionError(
-                422, f"unknown policy {excerpt(body.policy)}; valid: {sorted(policies)}", field="policy", valid=sorted(policies)
-            )
+        check_policy(body.policy)
         env = await srv.session(body.session_id)
         inputs = env.episode.policy_inputs(body.policy)
         srv.touch(body.session_id)

@@ -158,7 +158,7 @@ class TreePacker:
         self.dtypes = tuple(sorted(offsets))
 
     def pack_host(self, tree: Any) -> tuple[np.ndarray, ...]:
-        """:meth:`pack` on the host, for a tree of NumPy leaves (no device work)."""
+        """:meth:`pack` on the host (NumPy; device leaves are fetched first): how params are packed."""
         leaves = jax.tree.leaves(tree)
         return tuple(
             np.concatenate([np.ravel(np.asarray(x)).astype(dt) for x, s in zip(leaves, self.spec, strict=True) if s[0] == dt])
@@ -230,9 +230,8 @@ class TaskRuntime:
 
         self.reset_fn = jax.jit(reset)
         self.step_fn = jax.jit(step)
-        self.pack_params = jax.jit(pp.pack)
         self.unpack_state = jax.jit(sp.unpack)
-        self.packed_params = self.pack_params(self.params)
+        self.packed_params = jax.device_put(pp.pack_host(self.params))
 
     def _layout(self, obs_dim: int, episode) -> dict[str, slice]:
         T = self.cfg.n_tenants

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gymjax
+from benchmarks.invariants import corner_actions
 from gymjax.rollout import rollout
 from gymjax.types import ServeAction
 from tests.contract import SMALL
@@ -75,9 +76,7 @@ def test_invariants_random_actions(small_env):
 def test_invariants_extreme_actions(small_env):
     """Every corner of the action box, including invalid configurations and preemption storms."""
     env, params = small_env
-    nvec = np.asarray(env.action_space(params).nvec)
-    corners = np.array([[(i >> j) & 1 for j in range(6)] for i in range(64)]) * (nvec - 1)
-    corners = jnp.asarray(corners, jnp.int32)
+    corners = jnp.asarray(corner_actions(env.action_space(params).nvec))
     run = _rollout_fn(env, 64, 14, lambda i: lambda k, obs, st: corners[i])
     heavy = params.replace(base_rate_rps=params.base_rate_rps * 4)
     _check_invariants(env, run(jax.random.PRNGKey(1), heavy))
