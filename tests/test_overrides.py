@@ -123,3 +123,25 @@ def test_config_limits_cover_every_size_of_envconfig():
 
     sizes = {f.name for f in dataclasses.fields(gymjax.EnvConfig) if f.type in (int, "int")}
     assert sizes == set(CONFIG_LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("task", "overrides"),
+    [("static", {}), ("static", {"n_gpus": 3, "max_wait_s": 7.0}), ("bursty", {"gpu": "a100", "horizon_steps": 17}), ("azure-replay", {})],
+)
+def test_host_params_are_make_params_on_the_host(task, overrides):
+    """The server builds a reset's params with checked_spec + host_params: the same checks as
+    gymjax.make (a bad override is refused the same way) and the same values, leaf by leaf."""
+    import jax
+
+    from gymjax.registry import checked_spec
+    from gymjax.tasks import host_params
+
+    _, params = gymjax.make(task, **overrides)
+    host = host_params(checked_spec(task, **overrides))
+    assert jax.tree.structure(host) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(params), strict=True):
+        assert isinstance(a, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, np.asarray(b))
+    with pytest.raises(InvalidTaskField, match="n_gpus"):
+        checked_spec(task, n_gpus=0.5)
